@@ -1,0 +1,11 @@
+# Entry points named in the README.
+.PHONY: demo check bench e2e deb clean
+
+demo:   ## the reset on a built-in demo database: dry run, reset, table before and after
+	python3 tests/demo.py
+
+check:  ## the whole test suite (installs what it needs; .ci/run calls this)
+	tests/run
+
+clean:
+	rm -rf .venv .pytest_cache build dist deb_dist *.egg-info
