@@ -1,0 +1,310 @@
+"""A simultaneous reboot with a real power cut, in a QEMU (TCG) VM running real systemd.
+
+The VM is a debootstrapped Debian bookworm with this package installed, the write-up's layout of
+hand-written units in /etc/systemd/system (registrar; agent after the registrar; verifier after
+both, no Before=) whose services are stand-ins (tests/data/powercut/usr/local/lib/krf-standin/
+standin.py says why and what they keep of Keylime), and a verifier database with the real
+Keylime 7.14.3 schema.
+
+Boot 1: the other hosts are down, so the verifier fails their agents (state 7,
+internal.verifier.not_reachable) while it keeps attesting the local agent and writing to the
+database; the power is cut (SIGKILL to QEMU) while it writes. Boot 2: the other hosts are up;
+the package's ExecStartPre resets the agents failed by unreachability before the verifier
+starts; the VM powers itself off once they are attested again. The test then reads the journal
+and the database from the disk image and checks them; it prints the boot timings and a report.
+"""
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from tests.support import real, rootfs, verifier_db, vm
+from keylime_reboot_fix import constants as K
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUEST_FILES = os.path.join(REPO, "tests", "data", "powercut")
+GUEST_PACKAGES = ("systemd", "python3", "sqlite3")
+ENABLED_UNITS = ("keylime_registrar.service", "keylime_agent.service", "keylime_verifier.service",
+                 "krf-other-hosts.service", "krf-test-phase.service")
+DB_IN_GUEST = "/var/lib/keylime/cv_data.sqlite"
+AGENT_DELAY = 3  # seconds the local agent takes before it listens, like a slow host
+OTHER_PORTS = (9101, 9102)
+FAILED_BY_UNREACHABILITY = ("remote-a", "remote-b")  # failed by the verifier during boot 1
+CUT_DELAY = 0.3  # seconds after KRF-CUT-READY: the verifier is writing every 0.2 s
+
+# systemd's catalog message ids for a unit's start job: "Starting X..." and "Started X."
+MSG_STARTING = "7d4958e842da4a758f6c1cdc7b36dcc5"
+MSG_STARTED = "39f53479d3a045ac8e11786248231fbf"
+MSG_STARTUP_FINISHED = "b07a249cd024414a82dd00cd181378ff"
+
+
+def initial_rows():
+    """The verifier database before boot 1."""
+    agent = verifier_db.agent
+    return [
+        agent("local-agent", K.GET_QUOTE, port=9002, attestation_count=120,
+              last_successful_attestation=1700000000),
+        agent("remote-a", K.GET_QUOTE, port=OTHER_PORTS[0], attestation_count=50,
+              last_successful_attestation=1700000000),
+        agent("remote-b", K.GET_QUOTE, port=OTHER_PORTS[1], attestation_count=50,
+              last_successful_attestation=1700000000),
+        # FAILED otherwise, and rows in 9 and 10: never reset.
+        agent("failed-no-quote", K.FAILED, "internal.verifier.no_quote", port=9201),
+        agent("failed-exception", K.FAILED, "internal.verifier.exception", port=9202),
+        agent("invalid-quote", K.INVALID_QUOTE, "pcr_validation.invalid_pcr_7", port=9203),
+        agent("tenant-failed", K.TENANT_FAILED, port=9204),
+        # Unreachable, but another verifier's agent: not ours to reset.
+        agent("other-verifier", K.FAILED, K.EVENT_NOT_REACHABLE, verifier="verifier-2", port=9205),
+    ]
+
+
+NEVER_RESET = {
+    "failed-no-quote": (K.FAILED, "internal.verifier.no_quote"),
+    "failed-exception": (K.FAILED, "internal.verifier.exception"),
+    "invalid-quote": (K.INVALID_QUOTE, "pcr_validation.invalid_pcr_7"),
+    "tenant-failed": (K.TENANT_FAILED, None),
+    "other-verifier": (K.FAILED, K.EVENT_NOT_REACHABLE),
+}
+
+
+def copy_tree(source, dest):
+    subprocess.run(["cp", "-a", source + "/.", dest], check=True)
+
+
+def install_package_in_tree(root):
+    """Install this package into the guest tree from the working tree (not from the .deb yet).
+
+    Stand-in for `dpkg -i keylime-reboot-fix_*.deb` until the .deb build lands on main: the
+    Python package into dist-packages, the command to /usr/sbin, and the systemd files.
+    """
+    site = os.path.join(root, "usr/lib/python3/dist-packages/keylime_reboot_fix")
+    os.makedirs(site, exist_ok=True)
+    for name in sorted(os.listdir(os.path.join(REPO, "keylime_reboot_fix"))):
+        if name.endswith(".py"):
+            shutil.copy2(os.path.join(REPO, "keylime_reboot_fix", name), site)
+    os.makedirs(os.path.join(root, "usr/sbin"), exist_ok=True)
+    sbin = os.path.join(root, "usr/sbin/keylime-reset-failed")
+    shutil.copy2(os.path.join(REPO, "bin", "keylime-reset-failed"), sbin)
+    os.chmod(sbin, 0o755)
+    dropin = os.path.join(root, "usr/lib/systemd/system/keylime_verifier.service.d")
+    os.makedirs(dropin, exist_ok=True)
+    # Until the systemd drop-ins land: the planned verifier drop-in (common interface notes).
+    with open(os.path.join(dropin, "keylime-reboot-fix.conf"), "w", encoding="utf-8") as handle:
+        handle.write("[Service]\nExecStartPre=-/usr/sbin/keylime-reset-failed\n"
+                     "StateDirectory=keylime-reboot-fix\n")
+    dropin = os.path.join(root, "usr/lib/systemd/system/keylime_agent.service.d")
+    os.makedirs(dropin, exist_ok=True)
+    with open(os.path.join(dropin, "keylime-reboot-fix.conf"), "w", encoding="utf-8") as handle:
+        handle.write("[Service]\nExecStartPost=/usr/local/bin/krf-wait-port 9002 90\n")
+
+
+def stage_guest(stage):
+    """Everything the test adds to the pristine rootfs, in a small tree (hashed for the cache key)."""
+    copy_tree(GUEST_FILES, stage)
+    wants = os.path.join(stage, "etc/systemd/system/multi-user.target.wants")
+    os.makedirs(wants, exist_ok=True)
+    for unit in ENABLED_UNITS:
+        os.symlink("/etc/systemd/system/" + unit, os.path.join(wants, unit))
+    # A quiet, fast guest: no getty on the serial console, no periodic jobs, persistent journal.
+    for unit in ("serial-getty@ttyS0.service", "getty@tty1.service", "apt-daily.timer",
+                 "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer", "dpkg-db-backup.timer",
+                 "e2scrub_reap.service"):
+        os.symlink("/dev/null", os.path.join(stage, "etc/systemd/system", unit))
+    os.makedirs(os.path.join(stage, "var/log/journal"), exist_ok=True)
+    with open(os.path.join(stage, "etc/hostname"), "w", encoding="utf-8") as handle:
+        handle.write("krf-powercut\n")
+    keylime_dir = os.path.join(stage, "var/lib/keylime")
+    os.makedirs(keylime_dir, mode=0o700, exist_ok=True)
+    verifier_db.create(os.path.join(keylime_dir, "cv_data.sqlite"), initial_rows())
+    install_package_in_tree(stage)
+
+
+def build_image(base, stage, image):
+    """mkfs.ext4 -d of the pristine rootfs with the staged files on top."""
+    work = image + ".tree"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        rootfs.clone(base, work)
+        copy_tree(stage, work)
+        vm.make_image(work, image, size_mb=1024)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def journal_entries(directory):
+    """All journal entries under directory, as dicts, in file order per boot."""
+    out = subprocess.run(["journalctl", "--directory", directory, "-o", "json", "--no-pager", "--all"],
+                         capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def message(entry):
+    text = entry.get("MESSAGE", "")
+    return bytes(text).decode("utf-8", "replace") if isinstance(text, list) else text
+
+
+def boots(entries):
+    """Entries grouped by boot id, the boots in the order they began."""
+    grouped = {}
+    for entry in entries:
+        grouped.setdefault(entry["_BOOT_ID"], []).append(entry)
+    ordered = sorted(grouped.values(), key=lambda es: min(int(e["__REALTIME_TIMESTAMP"]) for e in es))
+    return [sorted(es, key=lambda e: int(e["__MONOTONIC_TIMESTAMP"])) for es in ordered]
+
+
+def mono(entry):
+    """Seconds since the boot began."""
+    return int(entry["__MONOTONIC_TIMESTAMP"]) / 1e6
+
+
+def unit_event(entries, message_id, unit):
+    """The first systemd job message of message_id for unit in this boot."""
+    for entry in entries:
+        if entry.get("MESSAGE_ID") == message_id and entry.get("UNIT") == unit and entry.get("_PID") == "1":
+            return entry
+    raise AssertionError("no %s message for %s" % (message_id, unit))
+
+
+def logged(entries, ident, text=""):
+    return [e for e in entries if e.get("SYSLOG_IDENTIFIER") == ident and text in message(e)]
+
+
+def read_db(image, dest):
+    """The verifier database (and a hot rollback journal, if any) out of an image: states and integrity."""
+    path = vm.extract(image, DB_IN_GUEST, os.path.join(dest, "cv_data.sqlite"))
+    hot = vm.extract(image, DB_IN_GUEST + "-journal", os.path.join(dest, "cv_data.sqlite-journal"))
+    conn = sqlite3.connect(path)  # opening rolls a hot journal back, as the next verifier start would
+    try:
+        integrity = conn.execute("PRAGMA integrity_check").fetchall()
+        rows = {r[0]: r for r in conn.execute(
+            "SELECT agent_id, operational_state, last_event_id, attestation_count, verifier_id "
+            "FROM verifiermain")}
+    finally:
+        conn.close()
+    return integrity, rows, hot is not None
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory):
+    missing = vm.missing_tools()
+    real.require(not missing, "QEMU power-cut test needs host tools: %s (tests/deps/apt/powercut.txt)"
+                 % " ".join(missing))
+    timings = {}
+    started = time.monotonic()
+    base = rootfs.bookworm(GUEST_PACKAGES)
+    timings["rootfs (debootstrap or cache)"] = time.monotonic() - started
+    started = time.monotonic()
+    kernel = vm.kernel()
+    timings["kernel (download or cache)"] = time.monotonic() - started
+    work = tmp_path_factory.mktemp("powercut")
+    stage = str(work / "stage")
+    os.makedirs(stage)
+    stage_guest(stage)
+    key = vm.tree_digest(stage) + os.path.basename(base)
+    started = time.monotonic()
+    image, cached = vm.cached_image("powercut", vm.hashlib.sha256(key.encode()).hexdigest(),
+                                    lambda path: build_image(base, stage, path))
+    timings["disk image (%s)" % ("cached" if cached else "built")] = time.monotonic() - started
+    disk = vm.copy_image(image, str(work / "disk.raw"))
+    return {"kernel": kernel, "disk": disk, "work": work, "timings": timings}
+
+
+@pytest.fixture(scope="module")
+def scenario(guest):
+    """Boot 1, power cut while the verifier writes, snapshot after the cut, boot 2, read back."""
+    work, disk, timings = guest["work"], guest["disk"], guest["timings"]
+    result = {"timings": timings}
+
+    boot1 = vm.VM(guest["kernel"], disk, str(work / "console-boot1.log"),
+                  "krf.phase=1 krf.agent_delay=%d krf.expect_failed=%s"
+                  % (AGENT_DELAY, ",".join(FAILED_BY_UNREACHABILITY))).start()
+    try:
+        ready = boot1.wait_for("KRF-CUT-READY", 240)
+        time.sleep(CUT_DELAY)
+    finally:
+        cut = boot1.power_cut()
+    timings["boot 1: power on to KRF-CUT-READY"] = ready
+    timings["boot 1: power on to power cut (SIGKILL)"] = cut
+    console1 = boot1.console()
+    result["cut_attestations"] = int(console1.split("KRF-CUT-READY attestations=")[1].split()[0])
+
+    # What the disk holds right after the cut: replay the ext4 journal on a copy, as boot 2 will.
+    snap = vm.copy_image(disk, str(work / "after-cut.raw"))
+    result["fsck_after_cut"] = vm.fsck(snap)
+    result["after_cut"] = read_db(snap, str(work / "after-cut"))
+    os.unlink(snap)
+
+    boot2 = vm.VM(guest["kernel"], disk, str(work / "console-boot2.log"),
+                  "krf.phase=2 krf.agent_delay=%d krf.other_hosts=up krf.other_ports=%s krf.expect_attested=%s"
+                  % (AGENT_DELAY, ",".join(map(str, OTHER_PORTS)),
+                     ",".join(FAILED_BY_UNREACHABILITY + ("local-agent",)))).start()
+    try:
+        timings["boot 2: power on to poweroff"] = boot2.wait_poweroff(300)
+    finally:
+        boot2.kill()
+    result["console2"] = boot2.console()
+    result["fsck_after_boot2"] = vm.fsck(disk)
+    result["final"] = read_db(disk, str(work / "final"))
+    journal = vm.extract(disk, "/var/log/journal", str(work / "journal"))
+    result["boots"] = boots(journal_entries(journal))
+    return result
+
+
+def test_database_survived_the_cut(scenario):
+    integrity, rows, hot = scenario["after_cut"]
+    assert integrity == [("ok",)]
+    for agent_id in FAILED_BY_UNREACHABILITY:
+        assert rows[agent_id][1:3] == (K.FAILED, K.EVENT_NOT_REACHABLE)
+    # The verifier was attesting the local agent at the cut; committed attestations are on disk.
+    assert rows["local-agent"][1] == K.GET_QUOTE
+    assert rows["local-agent"][3] >= 120 + scenario["cut_attestations"] - 120
+    for agent_id, (state, event) in NEVER_RESET.items():
+        assert rows[agent_id][1:3] == (state, event)
+
+
+def test_boot2_completed(scenario):
+    assert "KRF-PHASE2-DONE" in scenario["console2"]
+    assert scenario["fsck_after_boot2"] == 0  # clean poweroff: nothing to repair
+    assert len(scenario["boots"]) >= 2
+
+
+def test_reset_ran_before_the_verifier_and_logged_each_agent(scenario):
+    entries = scenario["boots"][-1]
+    starting = mono(unit_event(entries, MSG_STARTING, "keylime_verifier.service"))
+    started = mono(unit_event(entries, MSG_STARTED, "keylime_verifier.service"))
+    first_verifier_line = mono(logged(entries, "keylime_verifier")[0])
+    reset_lines = logged(entries, K.SYSLOG_IDENT)
+    assert reset_lines, "keylime-reset-failed logged nothing in boot 2"
+    for line in reset_lines:
+        assert starting <= mono(line) <= started < first_verifier_line
+    for agent_id in FAILED_BY_UNREACHABILITY:
+        assert logged(entries, K.SYSLOG_IDENT, agent_id), "the reset did not log " + agent_id
+
+
+def test_unit_order(scenario):
+    entries = scenario["boots"][-1]
+    registrar_started = mono(unit_event(entries, MSG_STARTED, "keylime_registrar.service"))
+    agent_starting = mono(unit_event(entries, MSG_STARTING, "keylime_agent.service"))
+    agent_started = mono(unit_event(entries, MSG_STARTED, "keylime_agent.service"))
+    verifier_starting = mono(unit_event(entries, MSG_STARTING, "keylime_verifier.service"))
+    agent_listening = mono(logged(entries, "keylime_agent", "listening on")[0])
+    assert registrar_started <= agent_starting
+    assert agent_listening <= agent_started <= verifier_starting
+    assert agent_started - agent_starting >= AGENT_DELAY
+
+
+def test_database_after_boot2(scenario):
+    integrity, rows, hot = scenario["final"]
+    assert integrity == [("ok",)]
+    assert not hot
+    for agent_id in FAILED_BY_UNREACHABILITY:
+        assert rows[agent_id][1] == K.GET_QUOTE  # back to 3 ...
+        assert rows[agent_id][3] > 50  # ... and attested again
+    assert rows["local-agent"][1] == K.GET_QUOTE
+    for agent_id, (state, event) in NEVER_RESET.items():
+        assert rows[agent_id][1:3] == (state, event)
