@@ -238,7 +238,7 @@ def test_phase():
     """Test harness unit: tells the host over the serial console when to cut, or powers off."""
     conf = verifier_config()
     phase = cmdline("phase", "0")
-    deadline = time.monotonic() + float(cmdline("phase_timeout", "150"))
+    deadline = time.monotonic() + float(cmdline("phase_timeout", "90"))
     boot_time = time.time() - float(open("/proc/uptime").read().split()[0])
 
     def console(text):
