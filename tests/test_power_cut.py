@@ -77,31 +77,59 @@ def copy_tree(source, dest):
     subprocess.run(["cp", "-a", source + "/.", dest], check=True)
 
 
+UNIT_DIR = "usr/lib/systemd/system"  # bookworm's /lib/systemd/system (merged /usr)
+GENERATOR_DIR = "usr/lib/systemd/system-generators"
+LIBEXEC_DIR = "usr/libexec/keylime-reboot-fix"
+# Until the package's own drop-ins land (systemd/ of the systemd branch): the planned verifier
+# drop-in from the interface notes, and a bounded wait for the agent's port.
+FALLBACK_DROPINS = {
+    "keylime_verifier.service.d/keylime-reboot-fix.conf":
+        "[Service]\nExecStartPre=-/usr/sbin/keylime-reset-failed\nStateDirectory=keylime-reboot-fix\n",
+    "keylime_agent.service.d/keylime-reboot-fix.conf":
+        "[Service]\nExecStartPost=/usr/local/bin/krf-wait-port 9002 90\n",
+}
+
+
+def install_file(source, dest, mode):
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    shutil.copyfile(source, dest)
+    os.chmod(dest, mode)
+
+
 def install_package_in_tree(root):
     """Install this package into the guest tree from the working tree (not from the .deb yet).
 
-    Stand-in for `dpkg -i keylime-reboot-fix_*.deb` until the .deb build lands on main: the
-    Python package into dist-packages, the command to /usr/sbin, and the systemd files.
+    Stand-in for `dpkg -i keylime-reboot-fix_*.deb` until the .deb build lands on main. Same
+    places as debian/rules puts them: the Python package into dist-packages, the command into
+    /usr/sbin, systemd/*.service|*.timer and systemd/<unit>.d/*.conf into the unit directory,
+    systemd/generators/* and systemd/libexec/* into theirs.
     """
-    site = os.path.join(root, "usr/lib/python3/dist-packages/keylime_reboot_fix")
-    os.makedirs(site, exist_ok=True)
-    for name in sorted(os.listdir(os.path.join(REPO, "keylime_reboot_fix"))):
+    package = os.path.join(REPO, "keylime_reboot_fix")
+    for name in sorted(os.listdir(package)):
         if name.endswith(".py"):
-            shutil.copy2(os.path.join(REPO, "keylime_reboot_fix", name), site)
-    os.makedirs(os.path.join(root, "usr/sbin"), exist_ok=True)
-    sbin = os.path.join(root, "usr/sbin/keylime-reset-failed")
-    shutil.copy2(os.path.join(REPO, "bin", "keylime-reset-failed"), sbin)
-    os.chmod(sbin, 0o755)
-    dropin = os.path.join(root, "usr/lib/systemd/system/keylime_verifier.service.d")
-    os.makedirs(dropin, exist_ok=True)
-    # Until the systemd drop-ins land: the planned verifier drop-in (common interface notes).
-    with open(os.path.join(dropin, "keylime-reboot-fix.conf"), "w", encoding="utf-8") as handle:
-        handle.write("[Service]\nExecStartPre=-/usr/sbin/keylime-reset-failed\n"
-                     "StateDirectory=keylime-reboot-fix\n")
-    dropin = os.path.join(root, "usr/lib/systemd/system/keylime_agent.service.d")
-    os.makedirs(dropin, exist_ok=True)
-    with open(os.path.join(dropin, "keylime-reboot-fix.conf"), "w", encoding="utf-8") as handle:
-        handle.write("[Service]\nExecStartPost=/usr/local/bin/krf-wait-port 9002 90\n")
+            install_file(os.path.join(package, name),
+                         os.path.join(root, "usr/lib/python3/dist-packages/keylime_reboot_fix", name), 0o644)
+    install_file(os.path.join(REPO, "bin", "keylime-reset-failed"),
+                 os.path.join(root, "usr/sbin/keylime-reset-failed"), 0o755)
+    systemd = os.path.join(REPO, "systemd")
+    names = sorted(os.listdir(systemd)) if os.path.isdir(systemd) else []
+    for name in names:
+        path = os.path.join(systemd, name)
+        if name.endswith((".service", ".timer", ".path", ".socket", ".target")):
+            install_file(path, os.path.join(root, UNIT_DIR, name), 0o644)
+        elif name.endswith(".d"):
+            for conf in sorted(os.listdir(path)):
+                if conf.endswith(".conf"):
+                    install_file(os.path.join(path, conf), os.path.join(root, UNIT_DIR, name, conf), 0o644)
+        elif name in ("generators", "libexec"):
+            target = GENERATOR_DIR if name == "generators" else LIBEXEC_DIR
+            for tool in sorted(os.listdir(path)):
+                install_file(os.path.join(path, tool), os.path.join(root, target, tool), 0o755)
+    if "keylime_verifier.service.d" not in names:
+        for name, text in FALLBACK_DROPINS.items():
+            os.makedirs(os.path.join(root, UNIT_DIR, os.path.dirname(name)), exist_ok=True)
+            with open(os.path.join(root, UNIT_DIR, name), "w", encoding="utf-8") as handle:
+                handle.write(text)
 
 
 def stage_guest(stage):
@@ -319,8 +347,14 @@ def test_reset_ran_before_the_verifier_and_logged_each_agent(scenario):
     assert reset_lines, "keylime-reset-failed logged nothing in boot 2"
     for line in reset_lines:
         assert starting <= mono(line) <= started < first_verifier_line
-    for agent_id in FAILED_BY_UNREACHABILITY:
-        assert logged(entries, K.SYSLOG_IDENT, agent_id), "the reset did not log " + agent_id
+    resets = sorted(message(e) for e in logged(entries, K.SYSLOG_IDENT, "reset agent "))
+    assert resets == [
+        "reset agent %s (127.0.0.1:%d, %s) from FAILED (7) to GET_QUOTE (3): reset 1 of 3 without attestation"
+        % (agent_id, port, K.EVENT_NOT_REACHABLE) for agent_id, port in zip(FAILED_BY_UNREACHABILITY, OTHER_PORTS)]
+    summary = [message(e) for e in logged(entries, K.SYSLOG_IDENT, "reset 2 agent(s)")]
+    assert summary == [
+        "reset 2 agent(s) of verifier 'default' from FAILED (7) to GET_QUOTE (3) in %s; left alone: "
+        "2 other cause, 1 other verifier, 0 no verifier, 0 cap reached" % DB_IN_GUEST]
 
 
 def test_unit_order(scenario):
@@ -337,8 +371,9 @@ def test_unit_order(scenario):
 
 def test_database_after_boot2(scenario):
     integrity, rows, hot = scenario["final"]
+    # A leftover rollback journal is possible here too (poweroff's SIGTERM can end the verifier
+    # inside a transaction); opening the database rolls it back, and integrity is what counts.
     assert integrity == [("ok",)]
-    assert not hot
     for agent_id in FAILED_BY_UNREACHABILITY:
         assert rows[agent_id][1] == K.GET_QUOTE  # back to 3 ...
         assert rows[agent_id][3] > 50  # ... and attested again
