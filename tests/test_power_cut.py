@@ -28,6 +28,8 @@ from tests.support import real, rootfs, verifier_db, vm
 from keylime_reboot_fix import constants as K
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEBIAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LC_ALL": "C.UTF-8",
+              "DEBIAN_FRONTEND": "noninteractive"}
 GUEST_FILES = os.path.join(REPO, "tests", "data", "powercut")
 GUEST_PACKAGES = ("systemd", "python3", "sqlite3")
 ENABLED_UNITS = ("keylime_registrar.service", "keylime_agent.service", "keylime_verifier.service",
@@ -130,6 +132,22 @@ def install_package_in_tree(root):
             os.makedirs(os.path.join(root, UNIT_DIR, os.path.dirname(name)), exist_ok=True)
             with open(os.path.join(root, UNIT_DIR, name), "w", encoding="utf-8") as handle:
                 handle.write(text)
+
+
+def install_package_deb(root, deb):
+    """Install the built .deb into the guest tree as an admin would: dpkg -i, in a chroot.
+
+    The maintainer scripts run too; systemd is not running in the chroot, so they enable
+    units without starting them, as on a host installed before its first boot.
+    """
+    inside = "/tmp/" + os.path.basename(deb)
+    shutil.copyfile(deb, os.path.join(root, inside.lstrip("/")))
+    try:
+        proc = subprocess.run(["chroot", root, "dpkg", "-i", inside], env=DEBIAN_ENV,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, "dpkg -i %s failed:\n%s%s" % (deb, proc.stdout, proc.stderr)
+    finally:
+        os.unlink(os.path.join(root, inside.lstrip("/")))
 
 
 def stage_guest(stage):

@@ -102,7 +102,8 @@ def make_image(tree, image, size_mb=1024):
     if os.path.exists(image):
         os.unlink(image)
     subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "root", "-E", "root_owner=0:0",
-                    "-d", tree, image, "%dM" % size_mb], env=_debian_env(), check=True)
+                    "-d", tree, image, "%dM" % size_mb], env=_debian_env(), check=True,
+                   stdout=subprocess.DEVNULL)
     return image
 
 
