@@ -26,6 +26,7 @@ import pytest
 
 from tests.support import real, rootfs, verifier_db, vm
 from keylime_reboot_fix import constants as K
+from keylime_reboot_fix import reset_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEBIAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LC_ALL": "C.UTF-8",
@@ -37,7 +38,10 @@ ENABLED_UNITS = ("keylime_registrar.service", "keylime_agent.service", "keylime_
 DB_IN_GUEST = "/var/lib/keylime/cv_data.sqlite"
 AGENT_DELAY = 3  # seconds the local agent takes before it listens, like a slow host
 OTHER_PORTS = (9101, 9102)
-FAILED_BY_UNREACHABILITY = ("remote-a", "remote-b")  # failed by the verifier during boot 1
+# Agents of other hosts, FAILED by unreachability as after the write-up's outage: reset at boot 1,
+# failed again by the verifier (their hosts are still down), reset again at boot 2.
+FAILED_BY_UNREACHABILITY = ("remote-a", "remote-b")
+LAST_ATTESTATION = 1700000000
 CUT_DELAY = 0.3  # seconds after KRF-CUT-READY: the verifier is writing every 0.2 s
 
 # systemd's catalog message ids for a unit's start job: "Starting X..." and "Started X."
@@ -52,10 +56,10 @@ def initial_rows():
     return [
         agent("local-agent", K.GET_QUOTE, port=9002, attestation_count=120,
               last_successful_attestation=1700000000),
-        agent("remote-a", K.GET_QUOTE, port=OTHER_PORTS[0], attestation_count=50,
-              last_successful_attestation=1700000000),
-        agent("remote-b", K.GET_QUOTE, port=OTHER_PORTS[1], attestation_count=50,
-              last_successful_attestation=1700000000),
+        agent("remote-a", K.FAILED, K.EVENT_NOT_REACHABLE, port=OTHER_PORTS[0], attestation_count=50,
+              last_successful_attestation=LAST_ATTESTATION),
+        agent("remote-b", K.FAILED, K.EVENT_NOT_REACHABLE_V, port=OTHER_PORTS[1], attestation_count=50,
+              last_successful_attestation=LAST_ATTESTATION),
         # FAILED otherwise, and rows in 9 and 10: never reset.
         agent("failed-no-quote", K.FAILED, "internal.verifier.no_quote", port=9201),
         agent("failed-exception", K.FAILED, "internal.verifier.exception", port=9202),
@@ -236,6 +240,15 @@ def read_db(image, dest):
     return integrity, rows, hot is not None
 
 
+def read_reset_state(image, dest):
+    """The package's reset-state file out of an image, as parsed JSON lines (None if absent)."""
+    path = vm.extract(image, K.STATE_FILE, os.path.join(dest, "reset-state.jsonl"))
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
 @pytest.fixture(scope="module")
 def guest(tmp_path_factory):
     missing = vm.missing_tools()
@@ -284,6 +297,7 @@ def scenario(guest):
     snap = vm.copy_image(disk, str(work / "after-cut.raw"))
     result["fsck_after_cut"] = vm.fsck(snap)
     result["after_cut"] = read_db(snap, str(work / "after-cut"))
+    result["state_after_cut"] = read_reset_state(snap, str(work / "after-cut"))
     os.unlink(snap)
 
     boot2 = vm.VM(guest["kernel"], disk, str(work / "console-boot2.log"),
@@ -297,8 +311,10 @@ def scenario(guest):
     result["console2"] = boot2.console()
     result["fsck_after_boot2"] = vm.fsck(disk)
     result["final"] = read_db(disk, str(work / "final"))
+    result["state_final"] = read_reset_state(disk, str(work / "final"))
     journal = vm.extract(disk, "/var/log/journal", str(work / "journal"))
     result["boots"] = boots(journal_entries(journal))
+    os.unlink(disk)  # 1 GiB sparse; what was read back stays in the work directory
     report(result)
     return result
 
@@ -324,22 +340,25 @@ def report(result):
             events.append((mono(entry), "agent: " + message(entry)))
     lines += ["  %7.2f  %s" % event for event in sorted(events)]
     lines.append("verifier database (state, last_event_id, attestation_count):")
-    names = sorted(result["final"][1])
-    lines.append("  %-18s %-44s %-44s" % ("agent", "after the cut (disk as boot 2 found it)", "after boot 2"))
-    for name in names:
-        before = result["after_cut"][1].get(name, ())
-        after = result["final"][1][name]
-        lines.append("  %-18s %-44s %-44s" % (name, before[1:4], after[1:4]))
+    initial = {r["agent_id"]: (r["operational_state"], r["last_event_id"], r["attestation_count"])
+               for r in initial_rows()}
+    lines.append("  %-17s %-42s %-42s %s" % ("agent", "before boot 1", "after the cut", "after boot 2"))
+    for name in sorted(result["final"][1]):
+        cut = result["after_cut"][1].get(name, ())[1:4]
+        lines.append("  %-17s %-42s %-42s %s" % (name, initial.get(name), cut, result["final"][1][name][1:4]))
     lines.append("integrity_check after the cut: %s, after boot 2: %s; hot rollback journal after the cut: %s"
                  % (result["after_cut"][0][0][0], result["final"][0][0][0], result["after_cut"][2]))
     lines.append("e2fsck after the cut: exit %d (1 = journal replayed/repaired); after boot 2: exit %d"
                  % (result["fsck_after_cut"], result["fsck_after_boot2"]))
+    lines.append("reset-state file after the cut: %s" % (result["state_after_cut"] or [None])[1:])
+    lines.append("reset-state file after boot 2:  %s" % (result["state_final"] or [None])[1:])
     print("\n".join(lines))
 
 
 def test_database_survived_the_cut(scenario):
     integrity, rows, hot = scenario["after_cut"]
     assert integrity == [("ok",)]
+    # Reset at boot 1, then failed again by the verifier before the cut (their hosts were down).
     for agent_id in FAILED_BY_UNREACHABILITY:
         assert rows[agent_id][1:4] == (K.FAILED, K.EVENT_NOT_REACHABLE, 50)
     # The verifier was attesting the local agent at the cut: what it had committed when the
@@ -348,6 +367,17 @@ def test_database_survived_the_cut(scenario):
     assert rows["local-agent"][3] >= scenario["cut_attestations"] > 120
     for agent_id, (state, event) in NEVER_RESET.items():
         assert rows[agent_id][1:3] == (state, event)
+
+
+def test_reset_state_survived_the_cut(scenario):
+    """Boot 1's reset counted one reset per agent; the cut did not lose it (fsync + rename)."""
+    state = scenario["state_after_cut"]
+    assert state is not None, "no reset-state file on the disk after the cut"
+    assert state[0] == reset_state.HEADER
+    assert sorted(state[1:]) == [[agent_id, 1, 50, LAST_ATTESTATION] for agent_id in FAILED_BY_UNREACHABILITY]
+    final = scenario["state_final"]
+    assert final[0] == reset_state.HEADER
+    assert sorted(final[1:]) == [[agent_id, 2, 50, LAST_ATTESTATION] for agent_id in FAILED_BY_UNREACHABILITY]
 
 
 def test_boot2_completed(scenario):
@@ -367,7 +397,7 @@ def test_reset_ran_before_the_verifier_and_logged_each_agent(scenario):
         assert starting <= mono(line) <= started < first_verifier_line
     resets = sorted(message(e) for e in logged(entries, K.SYSLOG_IDENT, "reset agent "))
     assert resets == [
-        "reset agent %s (127.0.0.1:%d, %s) from FAILED (7) to GET_QUOTE (3): reset 1 of 3 without attestation"
+        "reset agent %s (127.0.0.1:%d, %s) from FAILED (7) to GET_QUOTE (3): reset 2 of 3 without attestation"
         % (agent_id, port, K.EVENT_NOT_REACHABLE) for agent_id, port in zip(FAILED_BY_UNREACHABILITY, OTHER_PORTS)]
     summary = [message(e) for e in logged(entries, K.SYSLOG_IDENT, "reset 2 agent(s)")]
     assert summary == [
