@@ -342,14 +342,19 @@ def report(result):
     lines.append("verifier database (state, last_event_id, attestation_count):")
     initial = {r["agent_id"]: (r["operational_state"], r["last_event_id"], r["attestation_count"])
                for r in initial_rows()}
-    lines.append("  %-17s %-42s %-42s %s" % ("agent", "before boot 1", "after the cut", "after boot 2"))
+    lines.append("  %-17s %-44s %-44s %s" % ("agent", "before boot 1", "after the cut", "after boot 2"))
     for name in sorted(result["final"][1]):
         cut = result["after_cut"][1].get(name, ())[1:4]
-        lines.append("  %-17s %-42s %-42s %s" % (name, initial.get(name), cut, result["final"][1][name][1:4]))
+        lines.append("  %-17s %-44s %-44s %s" % (name, initial.get(name), cut, result["final"][1][name][1:4]))
     lines.append("integrity_check after the cut: %s, after boot 2: %s; hot rollback journal after the cut: %s"
                  % (result["after_cut"][0][0][0], result["final"][0][0][0], result["after_cut"][2]))
     lines.append("e2fsck after the cut: exit %d (1 = journal replayed/repaired); after boot 2: exit %d"
                  % (result["fsck_after_cut"], result["fsck_after_boot2"]))
+    if len(result["boots"]) >= 2:
+        first = result["boots"][0]
+        lines.append("boot 1's journal as the cut left it: %d entries, the last at %.1f s after power on "
+                     "(the cut came at %.1f s; journald had not synced the rest)"
+                     % (len(first), mono(first[-1]), result["timings"]["boot 1: power on to power cut (SIGKILL)"]))
     lines.append("reset-state file after the cut: %s" % (result["state_after_cut"] or [None])[1:])
     lines.append("reset-state file after boot 2:  %s" % (result["state_final"] or [None])[1:])
     print("\n".join(lines))
