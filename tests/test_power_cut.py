@@ -417,6 +417,8 @@ def test_unit_order(scenario):
     agent_started = mono(unit_event(entries, MSG_STARTED, "keylime_agent.service"))
     verifier_starting = mono(unit_event(entries, MSG_STARTING, "keylime_verifier.service"))
     agent_listening = mono(logged(entries, "keylime_agent", "listening on")[0])
+    cycles = [message(e) for e in entries if "ordering cycle" in message(e)]
+    assert cycles == [], "systemd broke an ordering cycle at boot: %s" % cycles
     assert registrar_started <= agent_starting
     assert agent_listening <= agent_started <= verifier_starting
     assert agent_started - agent_starting >= AGENT_DELAY
