@@ -62,6 +62,10 @@ class DatabaseLocked(ResetError):
 class PermissionProblem(ResetError):
     exit_code = EX_NOPERM
 
+class StateFileCorrupt(ResetError):
+    exit_code = EX_DATAERR
+
+
 # The systemd helpers (wait-agent-port, openbao-health, cert-renewal) use EX_OK, EX_USAGE,
 # EX_CONFIG and this one: the awaited service did not become ready within the time bound.
 EX_NOT_READY = 1
