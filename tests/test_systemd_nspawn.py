@@ -148,7 +148,11 @@ def test_boot_in_real_systemd(layout_root):
     reset = first(log, lambda i, m, e: i == "keylime-reset-failed", "keylime-reset-failed")
     verifier_ran = first(log, lambda i, m, e: m.startswith("STANDIN verifier started"), "verifier stand-in")
     assert verifier_starting < reset < verifier_ran
-    assert "Traceback" not in "\n".join(m for i, m, _ in log if i == "keylime-reset-failed")
+    reset_lines = [m for i, m, _ in log if i == "keylime-reset-failed"]
+    assert "Traceback" not in "\n".join(reset_lines)
+    assert [m for m in reset_lines if m.startswith("reset agent ")] == [
+        "reset agent agent-unreachable (127.0.0.1:9002, internal.verifier.not_reachable) from FAILED (7) to "
+        "GET_QUOTE (3): reset 1 of 3 without attestation"]
     seen = log[verifier_ran][1]
     assert seen.startswith("STANDIN verifier started: states=%s " % boot.EXPECTED_AT_VERIFIER_START), seen
     statedir = boot.read(results, "statedir").strip()
@@ -188,7 +192,8 @@ def test_boot_in_real_systemd(layout_root):
                                 "CERT_RENEWAL_COMMAND in /etc/keylime-reboot-fix/cert-renewal.conf); skipping")
         assert skip < agent_starting
         renewal = boot.show(results, "keylime-cert-renewal.service")
-        assert (renewal["ActiveState"], renewal["Result"]) == ("inactive", "success")
+        assert (renewal["ActiveState"], renewal["Result"]) == ("inactive", "exec-condition")  # skipped, not failed
+        assert "keylime-cert-renewal.service: Skipped due to 'exec-condition'." in text
         assert "openbao-health" not in {i for i, _, _ in log}
     timer = boot.show(results, "keylime-cert-renewal.timer")
     assert (timer["ActiveState"], timer["SubState"]) == ("active", "waiting")
