@@ -90,7 +90,7 @@ def test_health_sealed_or_failing_exits_1_after_the_timeout(openbao, code, word)
     openbao.code = code
     rc, _, err, took = run("openbao-health", "--addr", openbao.addr, "--timeout", "1.5", "--interval", "0.25")
     assert rc == 1
-    assert 1.5 <= took < 2.5
+    assert 1.5 <= took < 3.0
     assert err.count("\n") == 1 and word in err and "not ready after 1.5 s" in err
     assert len(openbao.paths) >= 4          # it polled, it did not give up after one answer
 
@@ -100,7 +100,7 @@ def test_health_becomes_unsealed_while_waiting(openbao):
     threading.Timer(0.8, lambda: setattr(openbao, "code", 200)).start()
     rc, _, err, took = run("openbao-health", "--addr", openbao.addr, "--timeout", "5", "--interval", "0.2")
     assert rc == 0
-    assert 0.8 <= took < 2.5
+    assert 0.8 <= took < 3.0
     assert "is unsealed (HTTP 200)" in err
 
 
@@ -108,7 +108,7 @@ def test_health_nothing_listening_exits_1_within_the_bound():
     rc, _, err, took = run("openbao-health", "--addr", "http://127.0.0.1:%d" % free_port(),
                            "--timeout", "1.5", "--interval", "0.25")
     assert rc == 1
-    assert 1.5 <= took < 2.5
+    assert 1.5 <= took < 3.0
     assert "unreachable" in err and "Connection refused" in err
 
 
@@ -122,7 +122,7 @@ def test_health_server_that_never_answers_exits_1_within_the_bound():
     finally:
         silent.close()
     assert rc == 1
-    assert 1.5 <= took < 2.5
+    assert 1.5 <= took < 3.0
     assert "unreachable (timed out)" in err
 
 
@@ -175,7 +175,7 @@ def test_wait_gives_up_after_the_timeout_with_exit_1():
     port = free_port()
     rc, _, err, took = run("wait-agent-port", "--port", str(port), "--timeout", "1.5")
     assert rc == 1
-    assert 1.5 <= took < 2.5
+    assert 1.5 <= took < 3.0
     assert err == ("wait-agent-port: agent not listening on 127.0.0.1 port %d (from command line) after "
                    "1.5 s; giving up, units ordered after the agent start anyway\n" % port)
 

@@ -163,7 +163,7 @@ def test_boot_in_real_systemd(layout_root):
     waited = first(log, lambda i, m, e: i == "wait-agent-port", "wait-agent-port")
     match = re.fullmatch(r"wait-agent-port: agent listening on 127\.0\.0\.1 port %d \(from /etc/keylime/agent\.conf\) "
                          r"after (\d+\.\d) s" % units.AGENT_PORT, log[waited][1])
-    assert match and 2.0 <= float(match.group(1)) <= units.AGENT_DELAY + 2, log[waited][1]
+    assert match and 1.0 <= float(match.group(1)) <= units.AGENT_DELAY + 2, log[waited][1]
     assert agent_listening < started(log, "keylime_agent.service")
     assert waited < started(log, "keylime_agent.service")
     order = [started(log, u) for u in ("keylime_registrar.service", "keylime_agent.service")]
