@@ -12,7 +12,6 @@ renewal at boot and the timer's next elapse.
 
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -47,7 +46,7 @@ def layout_root(request, tmp_path_factory):
     root = str(base / "root")
     boot.prepare(request.param, root)
     yield request.param, root, str(base)
-    shutil.rmtree(root, ignore_errors=True)
+    boot.release(root)
 
 
 def nspawn_run(root, results, script):

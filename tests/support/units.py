@@ -9,12 +9,14 @@ registrar). The services are small stand-ins (tests/systemd_fixtures/standin) th
 tests assert; the verifier stand-in records the database state it finds when it starts.
 
 install_package() is the one place that puts keylime-reboot-fix's files into a root; it copies
-the in-tree files where the .deb installs them, and can later be switched to installing the .deb.
+the in-tree files where the .deb installs them, or, given a built .deb, installs that with dpkg
+(tests/support/boot.py passes $KEYLIME_REBOOT_FIX_DEB when it is set).
 """
 
 import os
 import shutil
 import stat
+import subprocess
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(TOP, "tests", "systemd_fixtures")
@@ -60,8 +62,14 @@ def write(root, relpath, text, mode=0o644):
     return path
 
 
-def install_package(root):
-    """Install keylime-reboot-fix's files into root as the .deb does (in-tree copy for now)."""
+def install_package(root, deb=None):
+    """Install keylime-reboot-fix into root: the built .deb when given (root must be a full
+    Debian root), else the in-tree files copied where the .deb puts them."""
+    if deb:
+        shutil.copy(deb, os.path.join(root, "root", "keylime-reboot-fix.deb"))
+        subprocess.run(["chroot", root, "dpkg", "-i", "/root/keylime-reboot-fix.deb"], check=True,
+                       stdout=subprocess.DEVNULL, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"})
+        return
     for source, target, mode in PACKAGE_FILES:
         with open(os.path.join(TOP, source), encoding="utf-8") as handle:
             write(root, target, handle.read(), mode)
