@@ -72,6 +72,15 @@ def parse(text):
     return items
 
 
+def dropin_dirs(name):
+    """foo-bar.service.d, then the prefix directories foo-.service.d and the type-wide service.d
+    (systemd >= 246), most specific first."""
+    stem, _, kind = name.rpartition(".")
+    parts = stem.split("-")
+    prefixes = ["-".join(parts[:i]) + "-." + kind + ".d" for i in range(len(parts) - 1, 0, -1)]
+    return [name + ".d"] + prefixes + [kind + ".d"]
+
+
 class UnitSet:
     """The units installed under a search path, merged with their drop-ins as systemd merges them."""
 
@@ -127,8 +136,7 @@ class UnitSet:
         """Drop-in paths of a unit: same file name -> highest-priority directory, applied by name."""
         chosen = {}
         for directory in self.dirs:
-            for unit_dir in (name + ".d", name.split(".")[-1] + ".d"):
-                # foo.service.d and the type-wide service.d (systemd >= 246)
+            for unit_dir in dropin_dirs(name):
                 full = os.path.join(directory, unit_dir)
                 if not os.path.isdir(full):
                     continue
@@ -158,7 +166,7 @@ class UnitSet:
 
     def ordering_edges(self):
         """Every ordering edge the installed files declare, plus targets' implicit After= on what they want."""
-        edges = []
+        edges, implicit = [], []
         for name in sorted(self.fragments):
             if name in self.masked or name in self.aliases:
                 continue
@@ -171,8 +179,11 @@ class UnitSet:
                 wanted = [(o, p, k) for k in ("Wants", "Requires") for o, p in settings.get(k, [])]
                 wanted += [(o, p, k.capitalize()) for k, o, p in self.dep_links.get(name, [])]
                 for other, origin, kind in wanted:
-                    edges.append(Edge(self.canonical(other), name, "%s: %s=%s (a target is ordered "
-                                      "after what it wants)" % (origin, kind, other)))
+                    implicit.append(Edge(self.canonical(other), name, "%s: %s=%s (a target is ordered "
+                                         "after what it wants)" % (origin, kind, other)))
+        # systemd adds a target's implicit After= only where no ordering between the two is configured.
+        explicit = {(e.first, e.then) for e in edges}
+        edges += [e for e in implicit if (e.then, e.first) not in explicit]
         return edges
 
 

@@ -213,3 +213,27 @@ def test_systemd_analyze_finds_no_cycle_and_the_naive_edge_would_cycle(tmp_path,
     _, lines = analyze(root, tmp_path, layout)
     cycles = [l for l in lines if "Found ordering cycle" in l]
     assert bool(cycles) == (layout != "site"), lines
+
+
+def test_dropin_directories_in_systemd_order():
+    assert generator.dropin_dirs("keylime_verifier.service") == ["keylime_verifier.service.d", "service.d"]
+    assert generator.dropin_dirs("keylime-cert-renewal.service") == [
+        "keylime-cert-renewal.service.d", "keylime-cert-.service.d", "keylime-.service.d", "service.d"]
+
+
+def test_prefix_and_type_wide_dropins_count(tmp_path):
+    """An admin's keylime-.service.d or service.d drop-in orders units just as a unit's own one does."""
+    root = make_root(tmp_path, "site")
+    units.write(root, units.ETC_UNITS + "/keylime-.service.d/site.conf", "[Unit]\nAfter=openbao.service\n")
+    dropin, report = generate(root, tmp_path)
+    assert dropin is None   # keylime-cert-renewal.service now after openbao: the chain would cycle
+    assert "openbao.service -> keylime-cert-renewal.service -> keylime_agent.service" in report
+
+
+def test_target_with_explicit_before_gets_no_implicit_after(tmp_path):
+    """systemd skips a target's implicit After= on a unit the target is explicitly ordered before."""
+    root = make_root(tmp_path, "site")
+    units.write(root, units.ETC_UNITS + "/keylime.target", "[Unit]\nBefore=keylime_verifier.service\n")
+    units.enable(root, units.ETC_UNITS, "keylime.target.wants", "/%s/keylime_verifier.service" % units.ETC_UNITS)
+    units.write(root, units.ETC_UNITS + "/keylime_agent.service.d/site.conf", "[Unit]\nAfter=keylime.target\n")
+    assert generate(root, tmp_path)[0] is not None
