@@ -15,7 +15,6 @@ the in-tree files where the .deb installs them, or, given a built .deb, installs
 
 import os
 import shutil
-import stat
 import subprocess
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -214,6 +213,3 @@ def unit_names(name):
     """Every unit a layout test names on systemd-analyze's command line: the layout's and ours."""
     return sorted(set(LAYOUTS[name]["units"]) | {"keylime-cert-renewal.service", "keylime-cert-renewal.timer"})
 
-
-def executable(path):
-    return os.path.isfile(path) and os.stat(path).st_mode & stat.S_IXUSR
