@@ -194,6 +194,13 @@ def test_boot_in_real_systemd(layout_root):
         assert (renewal["ActiveState"], renewal["Result"]) == ("inactive", "exec-condition")  # skipped, not failed
         assert "keylime-cert-renewal.service: Skipped due to 'exec-condition'." in text
         assert "openbao-health" not in {i for i, _, _ in log}
+    if layout == "site":
+        # After an admin's change and daemon-reload, the generator re-decides: the edge is gone.
+        after = boot.read(results, "after-reload")
+        assert after.startswith("After=") and "keylime_agent.service" not in after.split("=", 1)[1].split()
+        reloaded = boot.read(results, "generator-after-reload.log")
+        assert ("keylime_verifier.service -> spire-agent.service -> keylime_agent.service" in reloaded
+                and reloaded.endswith("=> no edge emitted\n")), reloaded
     timer = boot.show(results, "keylime-cert-renewal.timer")
     assert (timer["ActiveState"], timer["SubState"]) == ("active", "waiting")
     userspace = boot.usec(boot.read(results, "manager").split("=", 1)[1])

@@ -61,6 +61,7 @@ def prepare(layout, dest):
     if layout == "site":
         units.write(dest, "etc/keylime-reboot-fix/cert-renewal.conf", SITE_RENEWAL)
         units.write(dest, "etc/krf-test/renew-after-boot", "")
+        units.write(dest, "etc/krf-test/reload-check", "")
     db = os.path.join(dest, DB)
     os.makedirs(os.path.dirname(db), exist_ok=True)
     verifier_db.create(db, ROWS)
