@@ -17,20 +17,20 @@ and the database from the disk image and checks them; it prints the boot timings
 import hashlib
 import json
 import os
+import pathlib
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 
 import pytest
 
-from tests.support import real, rootfs, verifier_db, vm
+from tests.support import real, rootfs, units, verifier_db, vm
 from keylime_reboot_fix import constants as K
 from keylime_reboot_fix import reset_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEBIAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LC_ALL": "C.UTF-8",
-              "DEBIAN_FRONTEND": "noninteractive"}
 GUEST_FILES = os.path.join(REPO, "tests", "data", "powercut")
 GUEST_PACKAGES = ("systemd", "python3", "sqlite3")
 ENABLED_UNITS = ("keylime_registrar.service", "keylime_agent.service", "keylime_verifier.service",
@@ -83,75 +83,31 @@ def copy_tree(source, dest):
     subprocess.run(["cp", "-a", source + "/.", dest], check=True)
 
 
-UNIT_DIR = "usr/lib/systemd/system"  # bookworm's /lib/systemd/system (merged /usr)
-GENERATOR_DIR = "usr/lib/systemd/system-generators"
-LIBEXEC_DIR = "usr/libexec/keylime-reboot-fix"
-# Until the package's own drop-ins land (systemd/ of the systemd branch): the planned verifier
-# drop-in from the interface notes, and a bounded wait for the agent's port.
-FALLBACK_DROPINS = {
-    "keylime_verifier.service.d/keylime-reboot-fix.conf":
-        "[Service]\nExecStartPre=-/usr/sbin/keylime-reset-failed\nStateDirectory=keylime-reboot-fix\n",
-    "keylime_agent.service.d/keylime-reboot-fix.conf":
-        "[Service]\nExecStartPost=/usr/local/bin/krf-wait-port 9002 90\n",
-}
+# Everything the .deb is built from: the image is rebuilt when any of it changes.
+PACKAGE_SOURCES = ("keylime_reboot_fix", "bin", "libexec", "systemd", "debian", "man",
+                   "setup.cfg", "setup.py", "MANIFEST.in")
 
 
-def install_file(source, dest, mode):
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    shutil.copyfile(source, dest)
-    os.chmod(dest, mode)
+def package_digest():
+    """A digest of the package's source files (what install_package() puts into the image)."""
+    digest = hashlib.sha256()
+    for name in PACKAGE_SOURCES:
+        path = os.path.join(REPO, name)
+        if os.path.isdir(path):
+            digest.update(("%s %s\0" % (name, vm.tree_digest(path, ignore=("__pycache__",)))).encode())
+        elif os.path.isfile(path):
+            with open(path, "rb") as handle:
+                digest.update(("%s %s\0" % (name, hashlib.sha256(handle.read()).hexdigest())).encode())
+    return digest.hexdigest()
 
 
-def install_package_in_tree(root):
-    """Install this package into the guest tree from the working tree (not from the .deb yet).
+def install_package(root):
+    """Install keylime-reboot-fix into the guest root (a full Debian root).
 
-    Stand-in for `dpkg -i keylime-reboot-fix_*.deb` until the .deb build lands on main. Same
-    places as debian/rules puts them: the Python package into dist-packages, the command into
-    /usr/sbin, systemd/*.service|*.timer and systemd/<unit>.d/*.conf into the unit directory,
-    systemd/generators/* and systemd/libexec/* into theirs.
+    For now the in-tree files, copied where the .deb puts them (tests/support/units.py); this is
+    the one place to switch to `dpkg -i` of the .deb built by `make deb`.
     """
-    package = os.path.join(REPO, "keylime_reboot_fix")
-    for name in sorted(os.listdir(package)):
-        if name.endswith(".py"):
-            install_file(os.path.join(package, name),
-                         os.path.join(root, "usr/lib/python3/dist-packages/keylime_reboot_fix", name), 0o644)
-    install_file(os.path.join(REPO, "bin", "keylime-reset-failed"),
-                 os.path.join(root, "usr/sbin/keylime-reset-failed"), 0o755)
-    systemd = os.path.join(REPO, "systemd")
-    names = sorted(os.listdir(systemd)) if os.path.isdir(systemd) else []
-    for name in names:
-        path = os.path.join(systemd, name)
-        if name.endswith((".service", ".timer", ".path", ".socket", ".target")):
-            install_file(path, os.path.join(root, UNIT_DIR, name), 0o644)
-        elif name.endswith(".d"):
-            for conf in sorted(os.listdir(path)):
-                if conf.endswith(".conf"):
-                    install_file(os.path.join(path, conf), os.path.join(root, UNIT_DIR, name, conf), 0o644)
-        elif name in ("generators", "libexec"):
-            target = GENERATOR_DIR if name == "generators" else LIBEXEC_DIR
-            for tool in sorted(os.listdir(path)):
-                install_file(os.path.join(path, tool), os.path.join(root, target, tool), 0o755)
-    if "keylime_verifier.service.d" not in names:
-        for name, text in FALLBACK_DROPINS.items():
-            os.makedirs(os.path.join(root, UNIT_DIR, os.path.dirname(name)), exist_ok=True)
-            with open(os.path.join(root, UNIT_DIR, name), "w", encoding="utf-8") as handle:
-                handle.write(text)
-
-
-def install_package_deb(root, deb):
-    """Install the built .deb into the guest tree as an admin would: dpkg -i, in a chroot.
-
-    The maintainer scripts run too; systemd is not running in the chroot, so they enable
-    units without starting them, as on a host installed before its first boot.
-    """
-    inside = "/tmp/" + os.path.basename(deb)
-    shutil.copyfile(deb, os.path.join(root, inside.lstrip("/")))
-    try:
-        proc = subprocess.run(["chroot", root, "dpkg", "-i", inside], env=DEBIAN_ENV,
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, "dpkg -i %s failed:\n%s%s" % (deb, proc.stdout, proc.stderr)
-    finally:
-        os.unlink(os.path.join(root, inside.lstrip("/")))
+    units.install_package(root)
 
 
 def stage_guest(stage):
@@ -172,7 +128,6 @@ def stage_guest(stage):
     keylime_dir = os.path.join(stage, "var/lib/keylime")
     os.makedirs(keylime_dir, mode=0o700, exist_ok=True)
     verifier_db.create(os.path.join(keylime_dir, "cv_data.sqlite"), initial_rows())
-    install_package_in_tree(stage)
 
 
 def build_image(base, stage, image):
@@ -182,6 +137,7 @@ def build_image(base, stage, image):
     try:
         rootfs.clone(base, work)
         copy_tree(stage, work)
+        install_package(work)
         vm.make_image(work, image, size_mb=1024)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -249,8 +205,20 @@ def read_reset_state(image, dest):
         return [json.loads(line) for line in handle]
 
 
+def work_directory():
+    """A fresh directory for this run's disk, consoles, journal and databases, kept for reading
+    a failure (pytest's own temporary directories are rotated by every other pytest run);
+    only the two newest runs are kept."""
+    parent = os.path.join(tempfile.gettempdir(), "krf-powercut")
+    os.makedirs(parent, exist_ok=True)
+    old = sorted((os.path.join(parent, d) for d in os.listdir(parent)), key=os.path.getmtime)
+    for path in old[:-1]:
+        shutil.rmtree(path, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=parent)
+
+
 @pytest.fixture(scope="module")
-def guest(tmp_path_factory):
+def guest():
     missing = vm.missing_tools()
     real.require(not missing, "QEMU power-cut test needs host tools: %s (tests/deps/apt/powercut.txt)"
                  % " ".join(missing))
@@ -261,11 +229,11 @@ def guest(tmp_path_factory):
     started = time.monotonic()
     kernel = vm.kernel()
     timings["kernel (download or cache)"] = time.monotonic() - started
-    work = tmp_path_factory.mktemp("powercut")
+    work = pathlib.Path(work_directory())
     stage = str(work / "stage")
     os.makedirs(stage)
     stage_guest(stage)
-    key = vm.tree_digest(stage) + os.path.basename(base)
+    key = vm.tree_digest(stage) + package_digest() + os.path.basename(base)
     started = time.monotonic()
     image, cached = vm.cached_image("powercut", hashlib.sha256(key.encode()).hexdigest(),
                                     lambda path: build_image(base, stage, path))
@@ -278,7 +246,7 @@ def guest(tmp_path_factory):
 def scenario(guest):
     """Boot 1, power cut while the verifier writes, snapshot after the cut, boot 2, read back."""
     work, disk, timings = guest["work"], guest["disk"], guest["timings"]
-    result = {"timings": timings}
+    result = {"timings": timings, "work": str(work)}
 
     boot1 = vm.VM(guest["kernel"], disk, str(work / "console-boot1.log"),
                   "krf.phase=1 krf.agent_delay=%d krf.expect_failed=%s"
@@ -321,7 +289,8 @@ def scenario(guest):
 
 def report(result):
     """The short report `make e2e` prints: timings, unit order at boot 2, what was reset, the rows."""
-    lines = ["", "=== power-cut test report ===", "host timings:"]
+    lines = ["", "=== power-cut test report ===", "consoles, journal and databases: %s" % result["work"],
+             "host timings:"]
     lines += ["  %-44s %6.1f s" % (name, secs) for name, secs in result["timings"].items()]
     lines.append("boot 2, seconds since power on (guest monotonic clock):")
     entries = result["boots"][-1] if result["boots"] else []

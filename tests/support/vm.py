@@ -80,11 +80,11 @@ def kernel():
     return target
 
 
-def tree_digest(tree):
+def tree_digest(tree, ignore=()):
     """A digest of a directory tree's names, modes, link targets and file contents."""
     digest = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(tree):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if d not in ignore)
         for name in sorted(dirnames + filenames):
             path = os.path.join(dirpath, name)
             st = os.lstat(path)

@@ -17,7 +17,6 @@ import http.client
 import http.server
 import json
 import os
-import socket
 import sqlite3
 import sys
 import threading
@@ -130,19 +129,6 @@ def other_hosts():
     log("other hosts' agents listening on 127.0.0.1 ports %s" % ",".join(map(str, ports)))
     while True:
         time.sleep(3600)
-
-
-def wait_port(port, timeout):
-    """ExecStartPost helper: exit 0 as soon as 127.0.0.1:port accepts, 1 after timeout."""
-    end = time.monotonic() + float(timeout)
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", int(port)), timeout=1).close()
-            return 0
-        except OSError:
-            time.sleep(0.1)
-    log("port %s not open after %s s" % (port, timeout))
-    return 1
 
 
 def verifier_config():
@@ -291,6 +277,4 @@ def test_phase():
 def main(role):
     roles = {"registrar": registrar, "agent": agent, "verifier": verifier, "other-hosts": other_hosts,
              "test-phase": test_phase}
-    if role == "wait-port":
-        sys.exit(wait_port(*sys.argv[1:3]))
     sys.exit(roles[role]() or 0)
