@@ -26,6 +26,7 @@ import glob
 import hashlib
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -112,9 +113,12 @@ def keylime_venv(extra_requirements=(), log=None):
         req_file = os.path.join(target, "requirements.txt")
         with open(req_file, "w", encoding="utf-8") as handle:
             handle.write(reqs)
-        subprocess.run([os.path.join(target, "bin", "python"), "-m", "pip", "install", "-q",
-                        "--disable-pip-version-check", "--no-deps", "-r", req_file],
-                       check=True, stdout=subprocess.DEVNULL)
+        pip = subprocess.run([os.path.join(target, "bin", "python"), "-m", "pip", "install", "-q",
+                              "--disable-pip-version-check", "--no-deps", "-r", req_file],
+                             capture_output=True, text=True)
+        if pip.returncode != 0:
+            raise RuntimeError("pip install of the Keylime verifier failed (%d):\n%s\n%s"
+                               % (pip.returncode, pip.stdout[-3000:], pip.stderr[-3000:]))
         site = subprocess.run([os.path.join(target, "bin", "python"), "-c",
                                "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                               check=True, capture_output=True, text=True).stdout.strip()
@@ -130,11 +134,27 @@ def keylime_venv(extra_requirements=(), log=None):
 
 # --- small network helpers --------------------------------------------------------------------
 
+_handed_out = set()
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now (a closed port)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now (a closed port).
+
+    Taken below the kernel's ephemeral range (32768 and up), so that no outgoing connection of
+    another process grabs it while the test relies on it being closed, and never the same twice.
+    """
+    for _ in range(1000):
+        port = random.randrange(20000, 32000)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port in 20000-32000 on 127.0.0.1")
 
 
 def port_open(port, host="127.0.0.1"):
@@ -159,6 +179,19 @@ def group_members(pgid):
         if fields[0] != "Z" and int(fields[2]) == pgid:
             members.append(int(entry))
     return members
+
+
+def _signal_mask(pid, field):
+    """Signals in /proc/pid/status field (SigIgn, SigCgt) as a set of ints; empty if gone."""
+    try:
+        with open("/proc/%d/status" % pid, encoding="latin-1") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    mask = int(line.split()[1], 16)
+                    return {n + 1 for n in range(64) if mask >> n & 1}
+    except OSError:
+        pass
+    return set()
 
 
 class StandInAgent:
@@ -462,7 +495,25 @@ class Verifier:
                                    % (self.port, timeout, log_path))
             time.sleep(0.05)
         run["ready"] = time.time()
+        # Answering on the port is not yet safe to stop: the sockets are bound before the parent
+        # starts ignoring SIGTERM. A SIGTERM in that window kills the parent outright and orphans
+        # Keylime's shared-memory Manager, which ignores SIGTERM by design. Stoppable means: the
+        # parent ignores SIGTERM and a worker has its own SIGTERM handler.
+        while not self._stoppable():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("verifier never became stoppable; log %s:\n%s"
+                                   % (log_path, self.log(index)[-4000:]))
+            time.sleep(0.02)
+        run["stoppable"] = time.time()
         return run
+
+    def _stoppable(self):
+        parent = self.proc.pid
+        if not signal.SIGTERM in _signal_mask(parent, "SigIgn"):
+            return False
+        return any(signal.SIGTERM in _signal_mask(pid, "SigCgt")
+                   for pid in group_members(parent) if pid != parent)
 
     def stop(self, timeout=30.0):
         """SIGTERM to the verifier's process group (the parent alone ignores it), then wait."""
@@ -480,7 +531,8 @@ class Verifier:
             run["killed"] = True
         # The workers are in the same group; wait until none is left (zombies do not count:
         # an orphan's zombie lingers until PID 1 reaps it, which a container's PID 1 may not do).
-        deadline = time.monotonic() + timeout
+        # Once the parent is gone, what is left can only be an orphan (the Manager): 3 s grace.
+        deadline = time.monotonic() + min(timeout, 3.0)
         while group_members(self.proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         left = group_members(self.proc.pid)
@@ -489,6 +541,9 @@ class Verifier:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             run["killed"] = True
+        # The Manager removes its socket when the parent exits cleanly; not after a kill.
+        with contextlib.suppress(OSError):
+            os.unlink("/run/keylime/shared_data.%d.sock" % self.proc.pid)
         run["stopped"] = time.time()
         run["returncode"] = code
         self.proc = None
@@ -577,6 +632,30 @@ class Verifier:
 
     def states(self):
         return {row[0]: row[1] for row in self.sql("SELECT agent_id, operational_state FROM verifiermain")}
+
+
+def verifier_processes(exclude=()):
+    """PIDs of keylime_verifier processes on this host outside the given process groups.
+
+    The reset refuses to write (exit 69) while any verifier runs on the host; on a shared
+    development machine another test's verifier would make that refusal, not ours.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                argv = [a.decode("utf-8", "replace") for a in handle.read().split(b"\0") if a]
+            pgid = os.getpgid(int(entry))
+        except (OSError, ProcessLookupError):
+            continue
+        if pgid in exclude:
+            continue
+        if any(os.path.basename(a) in ("keylime_verifier", "keylime-verifier", "keylime.cmd.verifier")
+               for a in argv[:3]):
+            found.append(int(entry))
+    return found
 
 
 def run_reset(verifier, *args, timeout=60):

@@ -1,0 +1,46 @@
+"""End to end against the real Keylime 7.14.3 verifier (issue 5, part 1).
+
+The verifier is the real one from PyPI (cached venv, tests/support/keylime_verifier.py); the
+reset is this tree's keylime-reset-failed run as the unit's ExecStartPre runs it. The only
+stand-ins are the agents' hosts: listeners on 127.0.0.1 that record each quote request and then
+drop the connection (an agent still unreachable) or answer an HTTP error (a host that is back
+but whose agent refuses); no quote is ever answered, so no attestation is faked.
+"""
+
+import json
+import os
+
+from tests import real_verifier_scenario as scenario
+from tests.support import keylime_verifier as kv
+from tests.support.real import require
+
+
+def test_real_verifier_polls_exactly_the_reset_agents_until_the_cap(tmp_path, capsys):
+    problem = kv.missing_prerequisites()
+    require(problem is None, problem or "")
+    require(not kv.verifier_processes(), "another keylime_verifier runs on this host; the reset would refuse (69)")
+    run = scenario.Scenario(str(tmp_path))
+    try:
+        report = run.run()
+    except scenario.ForeignVerifier as exc:
+        require(False, str(exc))
+    with capsys.disabled():
+        print("\n" + report)
+    # The figures behind the report, exactly as the scenario asserted them.
+    assert [r["returncode"] for r in run.resets] == [0, 0, 0, 0]
+    assert len(run.figures["verifier_starts"]) == 7
+    assert sorted(run.figures["start_to_first_quote"]) == list(scenario.UNREACHABLE)
+    # The reset-state file: resets counted per agent with the attestation figures seen at the
+    # last reset (unreachable-1 stays at 2: it now fails for another cause and is not reset).
+    with open(run.state_file, encoding="utf-8") as handle:
+        entries = [json.loads(line) for line in handle]
+    assert entries == [
+        {"format": "keylime-reboot-fix reset state", "version": 1},
+        ["unreachable-1", 2, 0, None],
+        ["unreachable-2", 3, 0, None],
+        ["unreachable-3", 3, 12, scenario.PREVIOUSLY_ATTESTED],
+    ]
+
+def test_e2e_script_is_executable():
+    path = os.path.join(scenario.ROOT, "tests", "e2e-real-verifier")
+    assert os.access(path, os.X_OK)
