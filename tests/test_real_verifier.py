@@ -44,3 +44,45 @@ def test_real_verifier_polls_exactly_the_reset_agents_until_the_cap(tmp_path, ca
 def test_e2e_script_is_executable():
     path = os.path.join(scenario.ROOT, "tests", "e2e-real-verifier")
     assert os.access(path, os.X_OK)
+
+
+def test_keylime_records_the_first_failure_event_of_its_worker(tmp_path):
+    """A Keylime 7.14.3 fact the reset rule depends on, seen on the real verifier.
+
+    process_agent() has a default Failure object created once (a mutable default argument), and
+    the quote-retry path adds its not_reachable event to that shared object. Its
+    highest_severity_event is the first event of the highest severity, so once a polling
+    exception was recorded in a worker, every agent that worker later fails for unreachability is
+    stored with last_event_id internal.verifier.exception, although the log says "not reachable".
+    The reset then (safely) leaves such an agent alone; the operator needs --any-cause.
+    """
+    problem = kv.missing_prerequisites()
+    require(problem is None, problem or "")
+    v = kv.Verifier(str(tmp_path / "verifier"), max_retries=scenario.MAX_RETRIES,
+                    retry_interval=scenario.RETRY_INTERVAL)
+    v.start()
+    v.stop()
+    ports = {"bad-policy": kv.free_port(), "unreachable": kv.free_port()}
+    v.insert_agents([kv.pull_agent("bad-policy", ports["bad-policy"], tpm_policy=json.dumps({"mask": "0x0"})),
+                     kv.pull_agent("unreachable", ports["unreachable"])])
+    v.start()
+    try:
+        v.wait_for(lambda: all("Agent %s failed, stopping polling" % a in v.log() for a in ports), 180,
+                   "both agents FAILED")
+    finally:
+        v.stop()
+    assert v.agents() == {
+        "bad-policy": ("bad-policy", "default", 7, 6, scenario.EXC, 0, None, "127.0.0.1", ports["bad-policy"]),
+        "unreachable": ("unreachable", "default", 7, 6, scenario.EXC, 0, None, "127.0.0.1", ports["unreachable"]),
+    }
+    log = v.log()
+    assert "Polling thread error for agent ID bad-policy" in log
+    assert ("Agent unreachable was not reachable for quote in %d tries, setting state to FAILED"
+            % scenario.MAX_RETRIES) in log
+    dry = kv.run_reset(v, "--dry-run", "--json")
+    assert dry.returncode == 0
+    verdicts = {a["agent_id"]: (a["verdict"], a["reason"]) for a in json.loads(dry.stdout)["agents"]}
+    assert verdicts == {
+        "bad-policy": ("other-cause", "cause internal.verifier.exception is not unreachability"),
+        "unreachable": ("other-cause", "cause internal.verifier.exception is not unreachability"),
+    }
