@@ -86,3 +86,40 @@ def test_keylime_records_the_first_failure_event_of_its_worker(tmp_path):
         "bad-policy": ("other-cause", "cause internal.verifier.exception is not unreachability"),
         "unreachable": ("other-cause", "cause internal.verifier.exception is not unreachability"),
     }
+
+
+def test_keylime_records_a_later_exception_as_not_reachable(tmp_path):
+    """The other direction of the same Keylime 7.14.3 behaviour, seen on the real verifier.
+
+    Once an agent was FAILED for unreachability in a worker, a polling exception of another
+    agent (here after the tenant's reactivate, PUT /v2.1/agents/ID/reactivate over mTLS with the
+    verifier's own admin client certificate) is stored as internal.verifier.not_reachable. The
+    reset cannot tell it from a real unreachability and resets it on each start until the cap.
+    """
+    problem = kv.missing_prerequisites()
+    require(problem is None, problem or "")
+    v = kv.Verifier(str(tmp_path / "verifier"), max_retries=scenario.MAX_RETRIES,
+                    retry_interval=scenario.RETRY_INTERVAL)
+    v.start()
+    v.stop()
+    ports = {"bad-policy": kv.free_port(), "unreachable": kv.free_port()}
+    v.insert_agents([kv.pull_agent("unreachable", ports["unreachable"]),
+                     kv.pull_agent("bad-policy", ports["bad-policy"], state=7,
+                                   tpm_policy=json.dumps({"mask": "0x0"}))])
+    v.start()
+    try:
+        v.wait_for(lambda: "Agent unreachable failed, stopping polling" in v.log(), 180, "unreachable FAILED")
+        assert v.api("PUT", "/v2.1/agents/bad-policy/reactivate") == (
+            200, {"code": 200, "status": "Success", "results": {}})
+        v.wait_for(lambda: "Agent bad-policy failed, stopping polling" in v.log(), 180, "bad-policy FAILED")
+    finally:
+        v.stop()
+    assert "Polling thread error for agent ID bad-policy" in v.log()
+    assert v.agents() == {
+        "bad-policy": ("bad-policy", "default", 7, 6, scenario.NR, 0, None, "127.0.0.1", ports["bad-policy"]),
+        "unreachable": ("unreachable", "default", 7, 6, scenario.NR, 0, None, "127.0.0.1", ports["unreachable"]),
+    }
+    dry = kv.run_reset(v, "--dry-run", "--json")
+    assert dry.returncode == 0
+    assert [(a["agent_id"], a["verdict"]) for a in json.loads(dry.stdout)["agents"]] == [
+        ("bad-policy", "reset"), ("unreachable", "reset")]

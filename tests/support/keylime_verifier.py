@@ -585,6 +585,34 @@ class Verifier:
                                    % (timeout, what, self.log()[-4000:] if self.runs else ""))
             time.sleep(0.1)
 
+    # --- the REST API ---
+    def api(self, method, path, body=None, timeout=30):
+        """(status, decoded JSON) of one request to the verifier's REST API over mTLS.
+
+        Uses the admin client certificate the verifier generated in $KEYLIME_DIR/cv_ca (the one
+        keylime_tenant would use), e.g. api("PUT", "/v2.1/agents/ID/reactivate").
+        """
+        import http.client
+        import ssl
+        ca = os.path.join(self.keylime_dir, "cv_ca")
+        ctx = ssl.create_default_context(cafile=os.path.join(ca, "cacert.crt"))
+        ctx.load_cert_chain(os.path.join(ca, "client-cert.crt"), os.path.join(ca, "client-private.pem"))
+        ctx.check_hostname = False   # the generated server certificate names the verifier, not 127.0.0.1
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=timeout)
+        try:
+            if body is None:
+                conn.request(method, path, body="")
+            else:
+                conn.request(method, path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        try:
+            return response.status, json.loads(data)
+        except ValueError:
+            return response.status, data
+
     # --- the database ---
     def sql(self, statement, params=(), write=False):
         """Run one SQL statement on the verifier's database; returns the rows (list of tuples).
