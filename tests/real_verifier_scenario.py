@@ -111,12 +111,9 @@ class Scenario:
 
     def reset(self):
         """keylime-reset-failed as ExecStartPre runs it (only the state file moved to the temp dir)."""
-        deadline = time.monotonic() + 60
-        while kv.verifier_processes():
-            if time.monotonic() > deadline:
-                raise ForeignVerifier("a keylime_verifier outside this test runs on this host (pid %s)"
-                                      % kv.verifier_processes())
-            time.sleep(1)
+        left = kv.wait_no_verifiers(120)
+        if left:
+            raise ForeignVerifier("a keylime_verifier outside this test runs on this host (pid %s)" % left)
         done = kv.run_reset(self.v, "--state-file", self.state_file)
         self.resets.append({"returncode": done.returncode, "seconds": round(done.duration, 2),
                             "stderr": done.stderr.splitlines()})

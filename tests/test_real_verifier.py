@@ -18,7 +18,7 @@ from tests.support.real import require
 def test_real_verifier_polls_exactly_the_reset_agents_until_the_cap(tmp_path, capsys):
     problem = kv.missing_prerequisites()
     require(problem is None, problem or "")
-    require(not kv.verifier_processes(), "another keylime_verifier runs on this host; the reset would refuse (69)")
+    require(not kv.wait_no_verifiers(120), "another keylime_verifier runs on this host; the reset would refuse (69)")
     run = scenario.Scenario(str(tmp_path))
     try:
         report = run.run()
@@ -123,3 +123,63 @@ def test_keylime_records_a_later_exception_as_not_reachable(tmp_path):
     assert dry.returncode == 0
     assert [(a["agent_id"], a["verdict"]) for a in json.loads(dry.stdout)["agents"]] == [
         ("bad-policy", "reset"), ("unreachable", "reset")]
+
+
+def test_verifier_as_its_own_user_keeps_its_database_after_resets(tmp_path):
+    """The verifier runs as a non-root account (nobody here, keylime in production).
+
+    The reset run by root (an admin, or ExecStartPre=+) acts as the database owner, so no file
+    beside the database or in the state directory ends up owned by root, and the verifier can
+    write its database afterwards (it fails the still-unreachable agents again). The reset run
+    as the verifier's own user (ExecStartPre under User=) then continues the same count.
+    """
+    import pwd
+    import shutil
+    import tempfile
+
+    problem = kv.missing_prerequisites()
+    require(problem is None, problem or "")
+    require(not kv.wait_no_verifiers(120), "another keylime_verifier runs on this host; the reset would refuse (69)")
+    nobody = pwd.getpwnam("nobody")
+    workdir = tempfile.mkdtemp(prefix="krf-real-verifier-user-")   # reachable by nobody, unlike tmp_path
+    try:
+        v = kv.Verifier(workdir, user="nobody", max_retries=scenario.MAX_RETRIES,
+                        retry_interval=scenario.RETRY_INTERVAL)
+        state_file = os.path.join(workdir, "state", "reset-state.jsonl")
+        v.start()
+        v.stop()
+        ports = {"unreachable-a": kv.free_port(), "unreachable-b": kv.free_port()}
+        v.insert_agents([kv.pull_agent(a, p) for a, p in sorted(ports.items())])
+
+        def fail_them():
+            listeners = [kv.StandInAgent(p) for p in ports.values()]
+            try:
+                v.start()
+                v.wait_for(lambda: all("Agent %s failed, stopping polling" % a in v.log() for a in ports)
+                           and set(v.states().values()) == {7}, 180, "both FAILED")
+                v.stop()
+            finally:
+                for listener in listeners:
+                    listener.close()
+            return [len(listener.seen()) for listener in listeners]
+
+        assert fail_them() == [scenario.MAX_RETRIES + 1] * 2
+        assert os.stat(v.db_path).st_uid == nobody.pw_uid
+
+        as_root = kv.run_reset(v, "--state-file", state_file)
+        assert as_root.returncode == 0, as_root.stderr
+        assert v.states() == {"unreachable-a": 3, "unreachable-b": 3}
+        owners = {os.path.relpath(os.path.join(d, f), workdir): os.lstat(os.path.join(d, f)).st_uid
+                  for top in ("keylime", "state") for d, _s, files in os.walk(os.path.join(workdir, top))
+                  for f in files}
+        assert "state/reset-state.jsonl" in owners and "keylime/cv_data.sqlite" in owners
+        assert {f: uid for f, uid in owners.items() if uid != nobody.pw_uid} == {}
+
+        assert fail_them() == [scenario.MAX_RETRIES + 1] * 2   # the verifier wrote FAILED again
+        as_user = kv.run_reset(v, "--state-file", state_file, as_verifier_user=True)
+        assert as_user.returncode == 0, as_user.stderr
+        assert [l.endswith("reset 2 of 3 without attestation") for l in as_user.stderr.splitlines()[:2]] == [True, True]
+        assert v.states() == {"unreachable-a": 3, "unreachable-b": 3}
+        assert fail_them() == [scenario.MAX_RETRIES + 1] * 2
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -125,6 +125,7 @@ def keylime_venv(extra_requirements=(), log=None):
         os.symlink(DEBIAN_GPG, os.path.join(site, "gpg"))
         subprocess.run([os.path.join(target, "bin", "python"), "-c",
                         "import gpg, keylime, sqlalchemy, tornado, alembic"], check=True)
+        subprocess.run(["chmod", "-R", "a+rX", target], check=True)   # a verifier may run as non-root
         with open(marker, "w", encoding="utf-8") as handle:
             handle.write("built in %.1f s from %s %s\n" % (time.monotonic() - started, python, version))
         if log:
@@ -408,12 +409,15 @@ class Verifier:
     database_url is Keylime's own option ('sqlite' means $KEYLIME_DIR/cv_data.sqlite); uuid is
     [verifier] uuid. Each start() writes a new log file logs/verifier-N.log; .runs keeps
     per-start facts (start time, time it answered on its port, stop time, exit code).
+    user runs the verifier as that account (as a unit's User=keylime does); workdir is then
+    given to it and must be reachable by it (not under a 0700 directory of root's).
     """
 
     def __init__(self, workdir, uuid="default", database_url="sqlite", port=None, max_retries=2,
                  retry_interval=0.5, exponential_backoff=False, request_timeout=5.0,
-                 quote_interval=2.0, log_level="INFO", venv=None, extra_requirements=()):
+                 quote_interval=2.0, log_level="INFO", venv=None, extra_requirements=(), user=None):
         self.workdir = os.path.abspath(workdir)
+        self.user = user
         self.uuid = uuid
         self.database_url = database_url
         self.port = port or free_port()
@@ -436,6 +440,12 @@ class Verifier:
         stub = os.path.join(self.stub_dir, "tpm2_startup")
         self._write(stub, TPM2_STARTUP_STUB)
         os.chmod(stub, 0o755)
+        if user is not None:
+            import pwd
+            entry = pwd.getpwnam(user)
+            self.uid, self.gid = entry.pw_uid, entry.pw_gid
+            os.makedirs(os.path.join(self.workdir, "run"), mode=0o700, exist_ok=True)
+            subprocess.run(["chown", "-R", "%d:%d" % (self.uid, self.gid), self.workdir], check=True)
         self.proc = None
         self.runs = []
 
@@ -455,7 +465,16 @@ class Verifier:
             "KEYLIME_CA_CONFIG": self.ca_config_path,
             "KEYLIME_LOGGING_CONFIG": self.logging_config_path,
         }
+        if self.user is not None:
+            # Not root: Keylime's shared-memory socket goes to $XDG_RUNTIME_DIR/keylime.
+            env["XDG_RUNTIME_DIR"] = os.path.join(self.workdir, "run")
         return env
+
+    def as_user(self):
+        """Popen keyword arguments that run a child as the verifier's user (none for root)."""
+        if self.user is None:
+            return {}
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
 
     @property
     def db_path(self):
@@ -478,7 +497,8 @@ class Verifier:
         run = {"index": index, "log": log_path, "started": time.time()}
         self.proc = subprocess.Popen([os.path.join(self.venv, "bin", "keylime_verifier")],
                                      env=self.env(), cwd=self.workdir, stdin=subprocess.DEVNULL,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     **self.as_user())
         log.close()
         run["pid"] = self.proc.pid
         self.runs.append(run)
@@ -686,19 +706,41 @@ def verifier_processes(exclude=()):
     return found
 
 
-def run_reset(verifier, *args, timeout=60):
+def wait_no_verifiers(timeout=60.0, exclude=()):
+    """Wait until no keylime_verifier runs on the host (outside exclude); returns those left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = verifier_processes(exclude)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
+def run_reset(verifier, *args, timeout=60, as_verifier_user=False):
     """The in-tree keylime-reset-failed exactly as the verifier unit's ExecStartPre runs it.
 
     Same environment as the verifier (so the same configuration search finds the same database),
-    Debian's /usr/bin/python3, the package from this tree. Returns CompletedProcess with
-    .duration (seconds).
+    Debian's /usr/bin/python3, the package from this tree. as_verifier_user runs it as the
+    verifier's user (ExecStartPre under User=); otherwise as root (an admin, or ExecStartPre=+).
+    Returns CompletedProcess with .duration (seconds).
     """
     env = verifier.env()
     env["PYTHONPATH"] = ROOT
+    if as_verifier_user and verifier.user is not None:
+        # The account may not reach this tree: give it its own copy, as the .deb installs one.
+        lib = os.path.join(verifier.workdir, "lib")
+        if not os.path.isdir(os.path.join(lib, "keylime_reboot_fix")):
+            os.makedirs(lib, exist_ok=True)
+            subprocess.run(["cp", "-r", os.path.join(ROOT, "keylime_reboot_fix"), lib], check=True)
+            subprocess.run(["rm", "-rf", os.path.join(lib, "keylime_reboot_fix", "__pycache__")], check=True)
+            subprocess.run(["chmod", "-R", "a+rX", lib], check=True)
+        env["PYTHONPATH"] = lib
     env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"   # no __pycache__ owned by someone else in the tree
     started = time.monotonic()
     done = subprocess.run([DEBIAN_PYTHON, "-m", "keylime_reboot_fix"] + list(args), env=env,
-                          cwd=verifier.workdir, capture_output=True, text=True, timeout=timeout)
+                          cwd=verifier.workdir, capture_output=True, text=True, timeout=timeout,
+                          **(verifier.as_user() if as_verifier_user else {}))
     done.duration = time.monotonic() - started
     return done
 
