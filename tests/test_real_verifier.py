@@ -178,7 +178,11 @@ def test_verifier_as_its_own_user_keeps_its_database_after_resets(tmp_path):
         assert fail_them() == [scenario.MAX_RETRIES + 1] * 2   # the verifier wrote FAILED again
         as_user = kv.run_reset(v, "--state-file", state_file, as_verifier_user=True)
         assert as_user.returncode == 0, as_user.stderr
-        assert [l.endswith("reset 2 of 3 without attestation") for l in as_user.stderr.splitlines()[:2]] == [True, True]
+        assert as_user.stderr.splitlines() == [
+            "keylime-reset-failed: reset agent %s (127.0.0.1:%d, %s) from FAILED (7) to GET_QUOTE (3): "
+            "reset 2 of 3 without attestation" % (a, ports[a], scenario.NR) for a in sorted(ports)] + [
+            "keylime-reset-failed: reset 2 agent(s) of verifier 'default' from FAILED (7) to GET_QUOTE (3) in "
+            "%s; left alone: 0 other cause, 0 other verifier, 0 no verifier, 0 cap reached" % v.db_path]
         assert v.states() == {"unreachable-a": 3, "unreachable-b": 3}
         assert fail_them() == [scenario.MAX_RETRIES + 1] * 2
     finally:
