@@ -75,6 +75,10 @@ def test_keylime_records_the_first_failure_event_of_its_worker(tmp_path):
         "bad-policy": ("bad-policy", "default", 7, 6, scenario.EXC, 0, None, "127.0.0.1", ports["bad-policy"]),
         "unreachable": ("unreachable", "default", 7, 6, scenario.EXC, 0, None, "127.0.0.1", ports["unreachable"]),
     }
+    # The harness's path for server databases (PostgreSQL) gives the same rows through SQLAlchemy.
+    assert v.sql_sqlalchemy("SELECT agent_id, last_event_id FROM verifiermain WHERE operational_state = ? "
+                            "ORDER BY agent_id", (7,), "sqlite:///" + v.db_path) == [
+        ("bad-policy", scenario.EXC), ("unreachable", scenario.EXC)]
     log = v.log()
     assert "Polling thread error for agent ID bad-policy" in log
     assert ("Agent unreachable was not reachable for quote in %d tries, setting state to FAILED"

@@ -9,7 +9,9 @@ Pieces (each reusable; database_url and uuid are parameters so that two verifier
 PostgreSQL database):
   keylime_venv()   build (once per machine and requirements hash) a venv with keylime==7.14.3
                    and pinned dependencies, Debian's python3-gpg linked in;
-  Verifier         write the config, start/stop the verifier, capture and parse its log;
+  Verifier         write the config, start/stop the verifier (as root or as a given user),
+                   capture and parse its log, read and write its database (SQLite directly,
+                   any other URL through the venv's SQLAlchemy), call its REST API over mTLS;
   pull_agent()     a verifiermain row the verifier polls in pull mode (facts file §5);
   StandInAgent     a listener on 127.0.0.1 that records each quote request and answers it with an
                    HTTP error, or drops the connection (an agent that is still unreachable);
@@ -650,19 +652,29 @@ class Verifier:
                 return rows
             finally:
                 conn.close()
+        return self.sql_sqlalchemy(statement, params, self.database_url)
+
+    def sql_sqlalchemy(self, statement, params=(), url=None):
+        """One statement through the venv's SQLAlchemy (any URL it has a driver for); rows.
+
+        '?' placeholders become named bind parameters, so the same SQL serves every dialect.
+        """
+        parts = statement.split("?")
+        named = parts[0] + "".join(":p%d%s" % (i, part) for i, part in enumerate(parts[1:]))
         script = (
             "import json, sys, sqlalchemy\n"
             "a = json.load(sys.stdin)\n"
             "e = sqlalchemy.create_engine(a['url'])\n"
             "with e.begin() as c:\n"
-            "    r = c.exec_driver_sql(a['sql'], tuple(a['params']))\n"
+            "    r = c.execute(sqlalchemy.text(a['sql']), a['params'])\n"
             "    rows = [list(x) for x in r] if r.returns_rows else []\n"
             "print(json.dumps(rows, default=str))\n")
-        statement = statement.replace("?", "%s")
         done = subprocess.run([os.path.join(self.venv, "bin", "python"), "-c", script],
-                              input=json.dumps({"url": self.database_url, "sql": statement,
-                                                "params": list(params)}),
-                              capture_output=True, text=True, check=True)
+                              input=json.dumps({"url": url or self.database_url, "sql": named,
+                                                "params": {"p%d" % i: v for i, v in enumerate(params)}}),
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError("SQL through SQLAlchemy failed: %s" % done.stderr[-2000:])
         return [tuple(r) for r in json.loads(done.stdout)]
 
     def insert_agents(self, rows):
