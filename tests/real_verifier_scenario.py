@@ -21,6 +21,7 @@ Runs only from python3 with the standard library (the verifier has its own cache
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -325,6 +326,7 @@ def main(argv=None):
         print(Scenario(workdir, say=lambda m: print(m, flush=True)).run())
     except ForeignVerifier as exc:
         print("e2e-real-verifier: %s; stop it and run again" % exc, file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
         return 2
     except AssertionError as exc:
         print("e2e-real-verifier: FAILED: %s\n(verifier logs kept in %s/verifier/logs)" % (exc, workdir),
@@ -333,7 +335,6 @@ def main(argv=None):
     if keep:
         print("  files kept in %s" % workdir)
     else:
-        import shutil
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
