@@ -155,8 +155,10 @@ class Scenario:
         self.start()
         self.wait_failed(OTHER_CAUSE)
         v.stop()
-        expect(self.requests()["other-cause-no-quote"][:1] and quote_request(self.requests()["other-cause-no-quote"][0]),
-               True, "the 404 stand-in saw a quote request")
+        requests = self.requests()
+        expect({a: [quote_request(line) for line in r] for a, r in requests.items()},
+               {a: ([True] if a == "other-cause-no-quote" else []) for a in ALL},
+               "quote requests: one to the 404 host (404 is not retried), none to the bad-policy agent")
         self.close_listeners()            # from here on every port is closed
 
         v.insert_agents([
