@@ -259,7 +259,9 @@ def scenario(guest):
     timings["boot 1: power on to KRF-CUT-READY"] = ready
     timings["boot 1: power on to power cut (SIGKILL)"] = cut
     console1 = boot1.console()
-    result["cut_attestations"] = int(console1.split("KRF-CUT-READY attestations=")[1].split()[0])
+    marker = console1.split("KRF-CUT-READY ")[1].split()
+    result["cut_attestations"] = int(marker[0].split("=")[1])
+    result["cut_states"] = marker[1]  # agent:state:attestations as the guest saw them at the marker
 
     # What the disk holds right after the cut: replay the ext4 journal on a copy, as boot 2 will.
     snap = vm.copy_image(disk, str(work / "after-cut.raw"))
@@ -332,6 +334,7 @@ def report(result):
 def test_database_survived_the_cut(scenario):
     integrity, rows, hot = scenario["after_cut"]
     assert integrity == [("ok",)]
+    print("rows the guest saw at KRF-CUT-READY:", scenario["cut_states"])
     # Reset at boot 1, then failed again by the verifier before the cut (their hosts were down).
     for agent_id in FAILED_BY_UNREACHABILITY:
         assert rows[agent_id][1:4] == (K.FAILED, K.EVENT_NOT_REACHABLE, 50)

@@ -19,6 +19,7 @@ import json
 import os
 import sqlite3
 import sys
+import socket
 import threading
 import time
 
@@ -121,12 +122,24 @@ def agent():
         time.sleep(3600)
 
 
+def notify_ready():
+    """sd_notify(READY=1) for Type=notify units (the protocol is one datagram)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"READY=1", address)
+
+
 def other_hosts():
     """Agents of the other hosts, up again (ports from krf.other_ports)."""
     ports = [int(p) for p in cmdline("other_ports", "").split(",") if p]
     for port in ports:
         serve(port, AgentHandler)
     log("other hosts' agents listening on 127.0.0.1 ports %s" % ",".join(map(str, ports)))
+    notify_ready()
     while True:
         time.sleep(3600)
 
@@ -243,6 +256,9 @@ def test_phase():
         except sqlite3.Error:
             return {}
 
+    def show(rows):
+        return ",".join("%s:%s:%s" % (a, r[0], r[1]) for a, r in sorted(rows.items()))
+
     if phase == "1":
         failed = [a for a in cmdline("expect_failed", "").split(",") if a]
         busy = cmdline("expect_busy", "local-agent")
@@ -254,21 +270,21 @@ def test_phase():
             # The unreachable agents are FAILED and the verifier has attested the local agent 5
             # more times in this boot: it is in its steady state of writing every quote_interval.
             if now and all(now[a][0] == FAILED for a in failed) and (now[busy][1] or 0) >= initial + 5:
-                console("KRF-CUT-READY attestations=%d" % now[busy][1])
+                console("KRF-CUT-READY attestations=%d states=%s" % (now[busy][1], show(now)))
                 break
             time.sleep(0.1)
         else:
-            console("KRF-PHASE1-TIMEOUT")
+            console("KRF-PHASE1-TIMEOUT states=%s" % show(states()))
     elif phase == "2":
         attested = [a for a in cmdline("expect_attested", "").split(",") if a]
         while time.monotonic() < deadline:
             now = states()
             if now and all(now[a][0] == GET_QUOTE and (now[a][2] or 0) >= boot_time for a in attested):
-                console("KRF-PHASE2-DONE")
+                console("KRF-PHASE2-DONE states=%s" % show(now))
                 break
             time.sleep(0.2)
         else:
-            console("KRF-PHASE2-TIMEOUT")
+            console("KRF-PHASE2-TIMEOUT states=%s" % show(states()))
         os.execv("/bin/systemctl", ["systemctl", "--no-block", "poweroff"])
     while True:
         time.sleep(3600)
