@@ -98,16 +98,48 @@ def package_digest():
         elif os.path.isfile(path):
             with open(path, "rb") as handle:
                 digest.update(("%s %s\0" % (name, hashlib.sha256(handle.read()).hexdigest())).encode())
+    deb = package_deb()
+    if deb:
+        with open(deb, "rb") as handle:
+            digest.update(b"deb " + hashlib.sha256(handle.read()).digest())
     return digest.hexdigest()
 
 
-def install_package(root):
-    """Install keylime-reboot-fix into the guest root (a full Debian root).
+def package_deb():
+    """The .deb given in $KEYLIME_REBOOT_FIX_DEB (as for the nspawn tests), if any."""
+    return os.environ.get("KEYLIME_REBOOT_FIX_DEB") or None
 
-    For now the in-tree files, copied where the .deb puts them (tests/support/units.py); this is
-    the one place to switch to `dpkg -i` of the .deb built by `make deb`.
+
+def package_source():
+    """Where the package installed in the VM comes from: the given .deb, `make deb`, or the tree."""
+    if package_deb():
+        return package_deb()
+    if os.path.isdir(os.path.join(REPO, "debian")):
+        return "make deb"
+    return "the tree"
+
+
+def build_deb():
+    """`make deb` (a clean copy of the tree built into dist/, then lintian); the .deb's path."""
+    proc = subprocess.run(["make", "-C", REPO, "deb"], capture_output=True, text=True)
+    assert proc.returncode == 0, "make deb failed:\n%s%s" % (proc.stdout[-3000:], proc.stderr[-3000:])
+    debs = [line.strip() for line in proc.stdout.splitlines() if line.strip().endswith(".deb")]
+    assert debs, "make deb named no .deb:\n" + proc.stdout[-2000:]
+    return os.path.join(REPO, debs[-1])
+
+
+def install_package(root):
+    """Install keylime-reboot-fix into the guest root (a full Debian root), as an admin would.
+
+    `dpkg -i` (in a chroot) of the .deb: the one given, else the one `make deb` builds (only
+    when the image is not cached); before debian/ was on main, the in-tree files copied where
+    the .deb puts them (tests/support/units.py).
     """
-    units.install_package(root)
+    source = package_source()
+    if source == "the tree":
+        units.install_package(root)
+    else:
+        units.install_package(root, build_deb() if source == "make deb" else source)
 
 
 def stage_guest(stage):
@@ -237,7 +269,8 @@ def guest():
     started = time.monotonic()
     image, cached = vm.cached_image("powercut", hashlib.sha256(key.encode()).hexdigest(),
                                     lambda path: build_image(base, stage, path))
-    timings["disk image (%s)" % ("cached" if cached else "built")] = time.monotonic() - started
+    timings["disk image (%s, package from %s)" % ("cached" if cached else "built", package_source())] = \
+        time.monotonic() - started
     disk = vm.copy_image(image, str(work / "disk.raw"))
     return {"kernel": kernel, "disk": disk, "work": work, "timings": timings}
 
