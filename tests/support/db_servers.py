@@ -91,6 +91,17 @@ class _Server:
         finally:
             engine.dispose()
 
+    def execute_many(self, database, pairs):
+        """Run (sql, params) pairs on one connection; params may be a list (executemany)."""
+        import sqlalchemy
+        engine = self.admin_engine(database)
+        try:
+            with engine.connect() as conn:
+                for sql, params in pairs:
+                    conn.execute(sqlalchemy.text(sql), params)
+        finally:
+            engine.dispose()
+
     def new_database(self, rows=(), schema=True):
         """A fresh database (with verifiermain and the given rows); returns the keylime user's URL."""
         name = "krf_%d_%d" % (os.getpid(), next(_names))
@@ -107,10 +118,14 @@ class _Server:
 
 
 def insert_rows(server, database, rows):
+    """Insert the rows with one connection (one executemany per set of columns)."""
+    groups = {}
     for row in rows:
-        cols = list(row)
-        server.execute(database, "INSERT INTO verifiermain (%s) VALUES (%s)"
-                       % (", ".join(cols), ", ".join(":" + c for c in cols)), row)
+        groups.setdefault(tuple(row), []).append(row)
+    statements = ["INSERT INTO verifiermain (%s) VALUES (%s)" % (", ".join(cols), ", ".join(":" + c for c in cols))
+                  for cols in groups]
+    if statements:
+        server.execute_many(database, list(zip(statements, groups.values())))
 
 
 class PostgresServer(_Server):
