@@ -52,6 +52,8 @@ _PG_DENIED = ("42501", "28P01", "28000", "25006")   # privilege, password, autho
 _PG_MISSING = ("3D000",)                            # database does not exist
 _MY_LOCKED = (1205, 1213)                           # lock wait timeout, deadlock
 _MY_DENIED = (1044, 1045, 1142, 1143, 1227, 1792, 1698)
+# libpq reports a refused login without an SQLSTATE: recognised by its text.
+_DENIED_TEXT = re.compile(r"authentication failed|pg_hba\.conf|permission denied", re.I)
 _MY_MISSING = (1049, 2002, 2003, 2005, 2006, 2013)  # unknown database, cannot connect, lost
 
 
@@ -156,7 +158,7 @@ class SqlAlchemyVerifierDb:
         if state in _PG_LOCKED or number in _MY_LOCKED:
             return DatabaseLocked("%s: rows of this verifier are locked by another session for longer "
                                   "than the busy timeout (%gs): %s" % (where, self.busy_timeout, text))
-        if state in _PG_DENIED or number in _MY_DENIED:
+        if state in _PG_DENIED or number in _MY_DENIED or _DENIED_TEXT.search(text):
             return PermissionProblem("%s: permission denied: %s" % (where, text))
         if state in _PG_MISSING or number in _MY_MISSING:
             return DatabaseUnreadable("cannot open %s: %s" % (where, text))

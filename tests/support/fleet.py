@@ -64,7 +64,8 @@ class FleetDb:
         return self.server.execute(self.name, sql, params)
 
     def config(self, uuid="default", url=None):
-        path = self.tmp / ("verifier-%s.conf" % uuid)
+        self._configs = getattr(self, "_configs", 0) + 1
+        path = self.tmp / ("verifier-%s-%d.conf" % (uuid, self._configs))
         path.write_text("[verifier]\nuuid = %s\ndatabase_url = %s\n" % (uuid, url or self.url))
         return str(path)
 
@@ -105,6 +106,10 @@ class Holder:
         self._text = sqlalchemy.text
         self.engine = sqlalchemy.create_engine(fleet.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
         self.conn = self.engine.connect()
+        if fleet.engine == "mariadb":
+            # As the reset itself runs: READ COMMITTED (InnoDB's REPEATABLE READ would lock every
+            # row a scan passes, which is not what another verifier's reset does).
+            self.conn.execute(self._text("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"))
         self.conn.execute(self._text("START TRANSACTION" if fleet.engine == "mariadb" else "BEGIN"))
 
     def execute(self, sql, params=None):
