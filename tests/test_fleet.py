@@ -291,3 +291,34 @@ def test_debian_python3_with_python3_sqlalchemy_gives_the_same_result(fleet_db, 
         results.append((doc, db.dump()))
     assert results[0] == results[1]
     assert results[0][0]["summary"]["reset"] == 2
+
+
+# --- root, and who the reset acts as -------------------------------------------------------------
+
+def test_root_acts_as_the_owner_of_the_state_directory(fleet_db):
+    """A shared database has no local owner: root becomes the state directory's owner (the
+    verifier's User=, for whom systemd's StateDirectory= made it), so the state file stays
+    readable by the verifier's own ExecStartPre runs."""
+    require(os.geteuid() == 0, "needs root")
+    require(debian_modules_present(), "Debian's python3-sqlalchemy/psycopg2/pymysql not installed")
+    import pwd
+    import tempfile
+    nobody = pwd.getpwnam("nobody")
+    base = tempfile.mkdtemp(prefix="krf-fleet-owner-")
+    try:
+        os.chmod(base, 0o755)
+        state_dir = os.path.join(base, "state")
+        os.mkdir(state_dir, 0o750)
+        os.chown(state_dir, nobody.pw_uid, nobody.pw_gid)
+        db = fleet_db.create(demo_fleet.rows())
+        state_file = os.path.join(state_dir, "reset-state.jsonl")
+        # Debian's interpreter, as installed: pyenv's lives under /root, which nobody cannot read.
+        proc = db.run("default", [], state_file=state_file, python=DEBIAN_PY,
+                      env={"PATH": "/usr/bin:/bin", "HOME": "/root"})
+        assert proc.returncode == 0, proc.stderr
+        st = os.stat(state_file)
+        assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+        assert db.states()["agent-02-unreachable"] == 3
+    finally:
+        import shutil
+        shutil.rmtree(base, ignore_errors=True)
