@@ -249,18 +249,35 @@ class SqlAlchemyVerifierDb:
                        " AND operational_state = :failed ORDER BY agent_id FOR UPDATE) AS locked"
                        % C.VERIFIER_TABLE, params).scalar()
 
-    def load_reset_state(self, entries):
-        def insert(batch):
-            self._exec("INSERT INTO krf_reset_state VALUES (:seq, :a, :r, :c, :l)", batch)
+    def _insert(self, table, rows):
+        """INSERT rows (tuples of equal length) as multi-row VALUES, PAGE rows a statement."""
         batch = []
+
+        def flush():
+            width = len(batch[0])
+            if self.conn.dialect.paramstyle in ("format", "pyformat"):
+                # psycopg2, psycopg, pymysql, mysqldb: straight to the driver, which quotes the
+                # values itself; SQLAlchemy's text() costs more than the server for big batches.
+                row = "(%s)" % ", ".join(["%s"] * width)
+                self.conn.exec_driver_sql("INSERT INTO %s VALUES %s" % (table, ", ".join([row] * len(batch))),
+                                          tuple(value for r in batch for value in r))
+                return
+            values = ", ".join("(%s)" % ", ".join(":p%d_%d" % (i, j) for j in range(width))
+                               for i in range(len(batch)))
+            params = {"p%d_%d" % (i, j): value for i, row in enumerate(batch) for j, value in enumerate(row)}
+            self._exec("INSERT INTO %s VALUES %s" % (table, values), params)
+        for row in rows:
+            batch.append(row)
+            if len(batch) == PAGE:
+                flush()
+                batch = []
+        if batch:
+            flush()
+
+    def load_reset_state(self, entries):
+        rows = ((seq,) + tuple(entry) for seq, entry in enumerate(entries, 1))
         try:
-            for seq, (agent_id, resets, count, last) in enumerate(entries, 1):
-                batch.append({"seq": seq, "a": agent_id, "r": resets, "c": count, "l": last})
-                if len(batch) == PAGE:
-                    insert(batch)
-                    batch = []
-            if batch:
-                insert(batch)
+            self._insert("krf_reset_state", rows)
         except self._sa_exc.IntegrityError:
             raise StateFileCorrupt("reset-state file lists an agent twice") from None
         except ResetError:
@@ -283,21 +300,8 @@ class SqlAlchemyVerifierDb:
             yield r[:8] + ((r[8], r[9], r[10]) if r[8] is not None else None,)
 
     def record_verdicts(self, verdict_rows):
-        keys = ("a", "v", "ip", "port", "e", "s", "c", "l", "verdict", "r")
-
-        def insert(batch):
-            self._exec("INSERT INTO krf_verdicts VALUES (:seq, :a, :v, :ip, :port, :e, :s, :c, :l, :verdict, :r)",
-                       batch)
-        batch = []
-        for seq, row in enumerate(verdict_rows, 1):
-            item = dict(zip(keys, row))
-            item["seq"] = seq
-            batch.append(item)
-            if len(batch) == PAGE:
-                self._run(insert, batch)
-                batch = []
-        if batch:
-            self._run(insert, batch)
+        """Store (agent_id, verifier_id, ip, port, event, severity, count, last, verdict, resets) rows."""
+        self._run(self._insert, "krf_verdicts", ((seq,) + tuple(row) for seq, row in enumerate(verdict_rows, 1)))
 
     def count_verdict(self, verdict):
         return self._run(lambda: self._exec("SELECT count(*) FROM krf_verdicts WHERE verdict = :v",
