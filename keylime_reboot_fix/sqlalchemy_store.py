@@ -123,6 +123,11 @@ class SqlAlchemyVerifierDb:
                 name = _missing_module(exc, self.shown).module
                 if name not in missing:
                     missing.append(name)
+            except self._sa_exc.NoSuchModuleError:
+                if candidate is parsed:
+                    raise ConfigError("database_url %s: SQLAlchemy %s has no driver '%s'"
+                                      % (self.shown, sa.__version__, parsed.drivername)) from None
+                # a fallback this SQLAlchemy does not know (psycopg before 2.0): try the next
             except Exception as exc:
                 raise self._translate(exc) from None
         error = _missing_module(None, self.shown, missing)

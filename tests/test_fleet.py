@@ -224,6 +224,17 @@ def test_url_without_driver_uses_an_installed_one(fleet_db):
     assert db.states()["agent-02-unreachable"] == 3
 
 
+def test_unknown_driver_is_a_configuration_error_78(tmp_path):
+    import sqlalchemy
+    conf = tmp_path / "verifier.conf"
+    conf.write_text("[verifier]\ndatabase_url = postgresql+nosuchdriver://k:%s@127.0.0.1/k\n"
+                    % db_servers.quote(db_servers.PASSWORD, safe=""))
+    result = run_reset(["--config", str(conf), "--state-file", str(tmp_path / "s")])
+    assert result.code == 78
+    assert result.stderr == ("keylime-reset-failed: error: database_url postgresql+nosuchdriver://k:***@127.0.0.1/k: "
+                             "SQLAlchemy %s has no driver 'postgresql+nosuchdriver'\n" % sqlalchemy.__version__)
+
+
 def run_module(args, python_args=(), env=None):
     return subprocess.run([sys.executable] + list(python_args) + ["-m", "keylime_reboot_fix"] + list(args),
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
