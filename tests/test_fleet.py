@@ -83,7 +83,6 @@ def test_another_verifiers_reset_in_progress_neither_blocks_nor_shows_half_done(
         # The holder keeps its locks for the whole run: had the reset waited for any of them, it
         # would have run into the busy timeout and exited 75.
         doc, proc = db.run_json("verifier-a", ["--busy-timeout", "5"])
-        assert proc.elapsed < 30
         assert doc["summary"] == {"reset": n, "other-cause": 0, "other-verifier": n, "no-verifier": 0,
                                   "cap-reached": 0}
         assert states_by_verifier(db) == {("a", 3): n + 1, ("b", 7): n, ("b", 3): 1}
@@ -111,7 +110,9 @@ def test_own_row_locked_past_the_busy_timeout_is_exit_75_and_nothing_changes(fle
     finally:
         holder.close()
     assert proc.returncode == 75, proc.stderr
-    assert 2 <= proc.elapsed < 30  # the busy timeout, plus start-up on a loaded machine
+    # At least the busy timeout; the 75 itself comes from the server's lock timeout (the message
+    # is the driver's), so no upper bound on wall time is needed (seen: 31 s on a saturated host).
+    assert proc.elapsed >= 2
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(
         "keylime-reset-failed: error: database %s: rows of this verifier are locked by another session for "
