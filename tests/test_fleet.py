@@ -16,7 +16,7 @@ import pytest
 from tests import demo_fleet
 from tests.conftest import run_reset
 from tests.support import db_servers
-from tests.support.fleet import ROOT, FleetDb, Holder, db_server_pool, fleet_db  # noqa: F401 (fixtures)
+from tests.support.fleet import ROOT, FleetDb, Holder
 from tests.support.real import require
 from tests.support.verifier_db import agent
 

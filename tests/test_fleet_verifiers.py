@@ -18,7 +18,6 @@ import time
 import pytest
 
 from tests.support import db_servers
-from tests.support.fleet import db_server_pool  # noqa: F401 (fixture)
 from tests.support.real import require
 
 # The real-verifier harness comes from the realverifier branch (issue 5), merged on main.

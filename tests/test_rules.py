@@ -12,7 +12,6 @@ import pytest
 
 from tests import demo_fleet
 from tests.conftest import run_reset
-from tests.support.fleet import db_server_pool  # noqa: F401 (fixture)
 from tests.support.fleets import ServerFleet, SqliteFleet
 from tests.support.verifier_db import agent
 
