@@ -93,14 +93,28 @@ def pristine_rootfs():
 
 
 class Chroot:
-    """A private copy of the cached bookworm rootfs in which commands run with chroot(8).
+    """A private, writable view of the cached bookworm rootfs in which commands run with chroot(8).
 
-    Not booted: systemd is installed but not running (no /run/systemd/system), as in a build
-    chroot or a container, which is what the maintainer scripts must cope with.
+    An overlay mount over the pristine tree (instant, and the cache stays untouched); a full
+    copy where overlayfs is unavailable.  Not booted: systemd is installed but not running (no
+    /run/systemd/system), as in a build chroot or a container, which is what the maintainer
+    scripts must cope with.  Call remove() when done.
     """
 
-    def __init__(self, path):
-        self.path = rootfs.clone(pristine_rootfs(), path)
+    def __init__(self, workdir):
+        pristine = pristine_rootfs()
+        self.workdir = workdir
+        self.path = os.path.join(workdir, "root")
+        self.mounted = False
+        for sub in ("upper", "work", "root"):
+            os.makedirs(os.path.join(workdir, sub), exist_ok=True)
+        options = "lowerdir=%s,upperdir=%s,workdir=%s" % (
+            pristine, os.path.join(workdir, "upper"), os.path.join(workdir, "work"))
+        if run(["mount", "-t", "overlay", "overlay", "-o", options, self.path]).returncode == 0:
+            self.mounted = True
+        else:
+            os.rmdir(self.path)
+            rootfs.clone(pristine, self.path)
         assert not os.path.exists(self.host("/run/systemd/system"))
 
     def host(self, path):
@@ -141,7 +155,11 @@ class Chroot:
         return found
 
     def remove(self):
-        shutil.rmtree(self.path, ignore_errors=True)
+        if self.mounted:
+            if run(["umount", self.path]).returncode != 0:
+                run(["umount", "--lazy", self.path])
+            self.mounted = False
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 # --- builds shared by the Debian test modules of one pytest run ---------------------------
