@@ -60,28 +60,30 @@ def pkg_config(variable):
 
 
 def systemd_part():
-    """(files, executables) the rules' convention makes of the tree's systemd/ directory."""
+    """(files, executables) that debian/rules' convention makes of the tree's systemd/ and
+    libexec/ directories (the table in docs/systemd.md)."""
     unitdir = pkg_config("systemdsystemunitdir")
     generatordir = pkg_config("systemdsystemgeneratordir")
-    top = os.path.join(debpkg.ROOT, "systemd")
     files, executables = [], []
-    tracked = set(debpkg.tree_files())
-    for rel in sorted(f for f in tracked if f.startswith("systemd/")):
+    for rel in debpkg.tree_files():
         parts = rel.split("/")
-        if parts[1] == "generators":
-            dest = generatordir + "/" + parts[-1]
+        if parts[0] == "libexec" and len(parts) == 2:
+            if rel.endswith("-generator"):
+                dest = generatordir + "/" + parts[1]
+            else:
+                dest = "/usr/libexec/keylime-reboot-fix/" + parts[1]
             executables.append(dest)
-        elif parts[1] == "libexec":
-            dest = "/usr/libexec/keylime-reboot-fix/" + parts[-1]
-            executables.append(dest)
+        elif parts[0] != "systemd":
+            continue
         elif len(parts) == 2 and rel.endswith(UNIT_SUFFIXES):
             dest = unitdir + "/" + parts[1]
         elif len(parts) == 3 and parts[1].endswith(".d") and rel.endswith(".conf"):
             dest = unitdir + "/" + parts[1] + "/" + parts[2]
+        elif len(parts) == 2 and rel.endswith(".conf"):
+            dest = "/etc/keylime-reboot-fix/" + parts[1]
         else:
-            continue  # e.g. a README: not installed
+            raise AssertionError("debian/rules has no install rule for " + rel)
         files.append(dest)
-    assert os.path.isdir(top) or not files
     return files, executables
 
 
@@ -163,6 +165,16 @@ def test_command_is_in_sbin_only_and_runs_debians_python(built):
     with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
         script = tar.extractfile("./usr/sbin/keylime-reset-failed").read().decode()
     assert script.splitlines()[0] == "#!/usr/bin/python3"
+
+
+def test_conffiles_are_the_renewal_settings_only(built, tmp_path):
+    """Files under /etc are conffiles (kept on remove, removed on purge), and there are no others."""
+    etc = [p for p in debpkg.deb_paths(built.deb) if p.startswith("/etc/") and not p.endswith("/")]
+    debpkg.run(["dpkg-deb", "-e", built.deb, str(tmp_path / "DEBIAN")])
+    conffiles = tmp_path / "DEBIAN" / "conffiles"
+    listed = conffiles.read_text().split() if conffiles.exists() else []
+    assert listed == etc
+    assert etc in ([], ["/etc/keylime-reboot-fix/cert-renewal.conf"])
 
 
 def test_control_fields(built):
