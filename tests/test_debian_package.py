@@ -136,7 +136,8 @@ def test_build_from_clean_tree_gives_the_deb_and_changes(built):
     assert os.path.basename(built.deb) == "keylime-reboot-fix_%s_all.deb" % VERSION
     assert os.path.isfile(built.deb) and os.path.isfile(built.changes)
     # Debian's interpreter built it, not pyenv's.
-    assert "I: pybuild base:240: /usr/bin/python3 setup.py build" in built.result.stderr + built.result.stdout
+    assert re.search(r"^I: pybuild \S+ /usr/bin/python3 setup.py build", built.result.stderr, re.M), \
+        built.result.stderr
 
 
 def test_deb_contains_exactly_the_expected_files(built):
@@ -185,7 +186,7 @@ def test_control_fields(built):
         "Package: keylime-reboot-fix",
         "Version: " + VERSION,
         "Architecture: all",
-        "Depends: python3:any (>= 3.9~)",  # ${python3:Depends}: standard library only
+        "Depends: python3:any",  # ${python3:Depends}: standard library only
         "Suggests: keylime, sqlite3",
         "Enhances: keylime",
         "Section: admin",
