@@ -23,21 +23,36 @@ DEB_TOOLS = ("dpkg-buildpackage", "dh", "dh_python3", "lintian", "pkg-config", "
 PKG = debpkg.PACKAGE
 VERSION = debpkg.changelog_version(debpkg.ROOT)
 
-# Everything the package ships except the Python modules (one per keylime_reboot_fix/*.py)
-# and the systemd part (derived from systemd/ by the convention in debian/rules): a file
-# that appears or disappears here is a packaging change and must be made on purpose.
+# Everything the package ships except the Python modules (one per keylime_reboot_fix/*.py):
+# a file that appears or disappears here is a packaging change and must be made on purpose.
+# {unitdir} and {generatordir} are the target release's systemd directories (pkg-config).
 EXPECTED_FILES = [
-    "/usr/lib/python3/dist-packages/keylime_reboot_fix-%s.egg-info/PKG-INFO" % __version__,
-    "/usr/lib/python3/dist-packages/keylime_reboot_fix-%s.egg-info/dependency_links.txt" % __version__,
-    "/usr/lib/python3/dist-packages/keylime_reboot_fix-%s.egg-info/entry_points.txt" % __version__,
-    "/usr/lib/python3/dist-packages/keylime_reboot_fix-%s.egg-info/top_level.txt" % __version__,
+    "/etc/keylime-reboot-fix/cert-renewal.conf",
+    "{generatordir}/keylime-reboot-fix-generator",
+    "{unitdir}/keylime-cert-renewal.service",
+    "{unitdir}/keylime-cert-renewal.timer",
+    "{unitdir}/keylime_agent.service.d/50-keylime-reboot-fix.conf",
+    "{unitdir}/keylime_verifier.service.d/50-keylime-reboot-fix.conf",
+    "/usr/lib/python3/dist-packages/keylime_reboot_fix-{version}.egg-info/PKG-INFO",
+    "/usr/lib/python3/dist-packages/keylime_reboot_fix-{version}.egg-info/dependency_links.txt",
+    "/usr/lib/python3/dist-packages/keylime_reboot_fix-{version}.egg-info/entry_points.txt",
+    "/usr/lib/python3/dist-packages/keylime_reboot_fix-{version}.egg-info/top_level.txt",
+    "/usr/libexec/keylime-reboot-fix/cert-renewal",
+    "/usr/libexec/keylime-reboot-fix/openbao-health",
+    "/usr/libexec/keylime-reboot-fix/wait-agent-port",
     "/usr/sbin/keylime-reset-failed",
     "/usr/share/doc/keylime-reboot-fix/changelog.gz",
     "/usr/share/doc/keylime-reboot-fix/copyright",
     "/usr/share/lintian/overrides/keylime-reboot-fix",
     "/usr/share/man/man8/keylime-reset-failed.8.gz",
 ]
-EXPECTED_EXECUTABLES = ["/usr/sbin/keylime-reset-failed"]
+EXPECTED_EXECUTABLES = [
+    "{generatordir}/keylime-reboot-fix-generator",
+    "/usr/libexec/keylime-reboot-fix/cert-renewal",
+    "/usr/libexec/keylime-reboot-fix/openbao-health",
+    "/usr/libexec/keylime-reboot-fix/wait-agent-port",
+    "/usr/sbin/keylime-reset-failed",
+]
 UNIT_SUFFIXES = (".service", ".timer", ".path", ".socket", ".target")
 
 
@@ -98,12 +113,17 @@ def with_parents(files):
     return sorted(entries)
 
 
+def expand(paths):
+    dirs = {"unitdir": pkg_config("systemdsystemunitdir"),
+            "generatordir": pkg_config("systemdsystemgeneratordir"), "version": __version__}
+    return sorted(p.format(**dirs) for p in paths)
+
+
 def expected_deb_paths():
     modules = sorted(
         "/usr/lib/python3/dist-packages/keylime_reboot_fix/" + name
         for name in os.listdir(os.path.join(debpkg.ROOT, "keylime_reboot_fix")) if name.endswith(".py"))
-    systemd_files, _ = systemd_part()
-    return with_parents(EXPECTED_FILES + modules + systemd_files)
+    return with_parents(expand(EXPECTED_FILES) + modules)
 
 
 def deb_entries(deb):
@@ -144,9 +164,17 @@ def test_deb_contains_exactly_the_expected_files(built):
     assert debpkg.deb_paths(built.deb) == expected_deb_paths()
 
 
+def test_systemd_and_libexec_files_follow_the_rules_convention(built):
+    """What debian/rules' convention makes of systemd/ and libexec/ is what the .deb has: a
+    new file there is installed without a change to debian/rules (and then needs adding above)."""
+    files, executables = systemd_part()
+    assert files and set(files) <= set(expand(EXPECTED_FILES))
+    assert set(executables) <= set(expand(EXPECTED_EXECUTABLES))
+    assert set(files) <= set(debpkg.deb_paths(built.deb))
+
+
 def test_deb_file_modes_and_owners(built):
-    _, systemd_executables = systemd_part()
-    executables = set(EXPECTED_EXECUTABLES + systemd_executables)
+    executables = set(expand(EXPECTED_EXECUTABLES))
     for perms, owner, path in deb_entries(built.deb):
         assert owner == "root/root", path
         if path.endswith("/"):
