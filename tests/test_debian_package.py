@@ -41,6 +41,7 @@ EXPECTED_FILES = [
     "/usr/libexec/keylime-reboot-fix/openbao-health",
     "/usr/libexec/keylime-reboot-fix/wait-agent-port",
     "/usr/sbin/keylime-reset-failed",
+    "/usr/share/doc/keylime-reboot-fix/README.md.gz",
     "/usr/share/doc/keylime-reboot-fix/changelog.gz",
     "/usr/share/doc/keylime-reboot-fix/copyright",
     "/usr/share/lintian/overrides/keylime-reboot-fix",
