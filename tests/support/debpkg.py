@@ -201,3 +201,49 @@ def stdeb_build():
     src, result = _BUILDS["stdeb"]
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return os.path.join(src, "deb_dist")
+
+
+class Booted:
+    """The chroot's tree booted with real systemd as PID 1 (systemd-nspawn -b, own network
+    namespace); commands run inside it through nsenter, as on a running host."""
+
+    def __init__(self, box, timeout=60):
+        self.box = box
+        self.proc = subprocess.Popen(
+            ["systemd-nspawn", "-q", "-b", "-D", box.path, "--register=no", "--keep-unit",
+             "--private-network", "--console=read-only"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, env=DEBIAN_ENV)
+        import time
+        deadline = time.monotonic() + timeout
+        self.pid = None
+        state = None
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            # The container's PID 1 is nspawn's child once it has become systemd.
+            children = run(["ps", "-o", "pid=,comm=", "--ppid", str(self.proc.pid)]).stdout.split()
+            if children[1:2] == ["systemd"]:
+                self.pid = int(children[0])
+                state = self.run(["timeout", str(timeout), "systemctl", "is-system-running", "--wait"])
+                if state.stdout.strip() in ("running", "degraded"):
+                    return
+            time.sleep(0.3)
+        self.stop()
+        raise AssertionError("the container did not come up: %s" % (state and state.stdout + state.stderr))
+
+    def run(self, cmd):
+        return run(["nsenter", "-t", str(self.pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--"] + cmd,
+                   env=CHROOT_ENV)
+
+    def show(self, unit, *props):
+        out = self.run(["systemctl", "show", unit] + ["-p" + p for p in props])
+        return dict(line.split("=", 1) for line in out.stdout.splitlines())
+
+    def stop(self):
+        import signal
+        if self.proc.poll() is None:
+            self.run(["systemctl", "poweroff", "--no-block"])
+            try:
+                self.proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.communicate()
