@@ -182,7 +182,7 @@ def test_apt_install_of_the_file_and_a_dry_run_on_a_real_schema_database(chroot)
     name = os.path.basename(current.deb)
     assert name == "keylime-reboot-fix_%s_all.deb" % VERSION
     chroot.put(current.deb, "/tmp/" + name)
-    out = chroot.run(["apt-get", "install", "-y", "--no-install-recommends", "./" + name], cwd="/tmp")
+    out = chroot.run(["apt", "install", "-y", "./" + name], cwd="/tmp")
     assert out.returncode == 0, out.stdout + out.stderr
     assert installed_version(chroot) == "install ok installed " + VERSION
     assert chroot.run(["sh", "-c", "command -v keylime-reset-failed"]).stdout == "/usr/sbin/keylime-reset-failed\n"
