@@ -1,5 +1,5 @@
 # Entry points named in the README.
-.PHONY: demo check bench e2e deb clean
+.PHONY: demo check bench e2e e2e-real-verifier deb clean
 
 demo:   ## the reset on a built-in demo database: dry run, reset, table before and after
 	python3 tests/demo.py
@@ -14,6 +14,9 @@ deb:    ## the Debian package, built from a clean copy of the tree into dist/ (d
 	cp build/deb/*.deb build/deb/*.changes build/deb/*.buildinfo dist/
 	env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root lintian --fail-on error,warning dist/*.changes
 	@ls -1 dist/*.deb
+
+e2e-real-verifier:  ## the reset against the real Keylime 7.14.3 verifier: what was reset, measured times
+	tests/e2e-real-verifier
 
 clean:
 	rm -rf .venv .pytest_cache build dist deb_dist *.egg-info
