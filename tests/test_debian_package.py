@@ -216,7 +216,7 @@ def test_control_fields(built):
         "Version: " + VERSION,
         "Architecture: all",
         "Depends: python3:any",  # ${python3:Depends}: standard library only
-        "Suggests: keylime, sqlite3",
+        "Suggests: keylime, python3-psycopg2, python3-pymysql, python3-sqlalchemy, sqlite3",
         "Enhances: keylime",
         "Section: admin",
         "Priority: optional",
