@@ -9,7 +9,6 @@ masked() forms of it are ever put into a message.
 
 import os
 import re
-from urllib.parse import quote, unquote
 
 from . import constants as C
 from .errors import ConfigError
@@ -71,6 +70,8 @@ def masked(database_url):
 
 def secrets(database_url):
     """Every spelling of the URL's passwords a driver might echo: as written, decoded, re-encoded."""
+    from urllib.parse import quote, unquote  # only for a fleet's URL: not on the SQLite boot path
+
     found = set()
     for value in [password(database_url)] + [m.group(0).split("=", 1)[1]
                                               for m in _QUERY_PASSWORD.finditer(database_url)]:

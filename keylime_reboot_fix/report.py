@@ -4,8 +4,6 @@ Both are written row by row from the recorded verdicts, so a fleet of any size p
 constant memory. The same report serves the dry run ("would reset") and the real run ("reset").
 """
 
-import json
-
 from . import constants as C
 from . import verdicts as V
 
@@ -53,12 +51,15 @@ class TableReport:
 
 class JsonReport:
     def __init__(self, out):
+        import json  # only for --json
+
+        self.json = json
         self.out = out
         self.first = True
 
     def begin(self, context):
         self.context = context
-        head = json.dumps(context, sort_keys=True)
+        head = self.json.dumps(context, sort_keys=True)
         self.out.write(head[:-1] + ', "agents": [')
 
     def row(self, r):
@@ -69,9 +70,9 @@ class JsonReport:
                 "verdict": verdict, "resets": resets,
                 "action": verdict_label(verdict, self.context["dry_run"]),
                 "reason": V.reason(verdict, event, verifier_id, resets, self.context["max_resets"])}
-        self.out.write(("" if self.first else ", ") + json.dumps(item, sort_keys=True))
+        self.out.write(("" if self.first else ", ") + self.json.dumps(item, sort_keys=True))
         self.first = False
 
     def end(self, counts):
-        self.out.write('], "summary": %s}\n' % json.dumps(counts, sort_keys=True))
+        self.out.write('], "summary": %s}\n' % self.json.dumps(counts, sort_keys=True))
         self.out.flush()

@@ -7,7 +7,6 @@ atomically (temporary file in the same directory, fsync, rename, fsync of the di
 crash leaves either the old or the new file, never a mix.
 """
 
-import json
 import os
 import stat
 
@@ -35,6 +34,8 @@ def read_entries(path):
         handle = open(path, encoding="utf-8")
     except OSError as exc:
         raise PermissionProblem("cannot read reset-state file %s: %s" % (path, exc.strerror)) from exc
+    import json  # json only once there is a state file: most boots have none to read
+
     with handle:
         for number, line in enumerate(handle, 1):
             try:
@@ -54,6 +55,8 @@ def read_entries(path):
 
 def write_entries(path, entries):
     """Atomically replace the file with the given entries (an iterable, consumed once)."""
+    import json
+
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
     try:

@@ -8,7 +8,6 @@ stripped. A duplicated key or a missing section header is an error, as it is for
 No base file at all means Keylime's shipped defaults (database_url = sqlite, uuid = default).
 """
 
-import configparser
 import os
 
 from . import constants as C
@@ -49,6 +48,8 @@ def config_files(environ, config_file=None):
 
 
 def _parse(files):
+    import configparser  # only when a configuration file exists
+
     parser = configparser.RawConfigParser()
     for path in files:
         try:
@@ -69,7 +70,7 @@ def _option(parser, environ, option, fallback):
     env_value = environ.get(C.VERIFIER_OPTION_ENV_PREFIX + option.upper())
     if env_value is not None:
         return env_value.strip('" ')
-    if parser.has_option(C.VERIFIER_SECTION, option):
+    if parser is not None and parser.has_option(C.VERIFIER_SECTION, option):
         return parser.get(C.VERIFIER_SECTION, option).strip('" ')
     return fallback
 
@@ -77,7 +78,7 @@ def _option(parser, environ, option, fallback):
 def load(environ, config_file=None):
     """Read the verifier configuration as the verifier would; raises ConfigError."""
     files = config_files(environ, config_file)
-    parser = _parse(files)
+    parser = _parse(files) if files else None
     keylime_dir = environ.get(C.KEYLIME_DIR_ENV, C.DEFAULT_KEYLIME_DIR)
     default_url = "sqlite" if not files else None
     database_url = _option(parser, environ, "database_url", default_url)
