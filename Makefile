@@ -7,5 +7,8 @@ demo:   ## the reset on a built-in demo database: dry run, reset, table before a
 check:  ## the whole test suite (installs what it needs; .ci/run calls this)
 	tests/run
 
+bench:  ## A/B benchmark of the reset against the write-up's shell reset (BENCH_ARGS="--sizes 10,1000")
+	python3 bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf .venv .pytest_cache build dist deb_dist *.egg-info
