@@ -61,3 +61,7 @@ class DatabaseLocked(ResetError):
 
 class PermissionProblem(ResetError):
     exit_code = EX_NOPERM
+
+
+class StateFileCorrupt(ResetError):
+    exit_code = EX_DATAERR

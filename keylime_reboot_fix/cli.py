@@ -1,0 +1,102 @@
+"""Command line of keylime-reset-failed: options in, exit code out. No SQL here."""
+
+import argparse
+import math
+import sys
+
+from . import __version__
+from . import constants as C
+from .errors import EX_OK, EX_SOFTWARE, EX_USAGE, EXIT_CODES, ResetError
+
+DESCRIPTION = """\
+Before the Keylime verifier starts, move agents that it marked FAILED (operational_state 7)
+because they were unreachable (last_event_id internal.verifier.not_reachable or
+internal.verifier.not_reachable_v) back to GET_QUOTE (3), so that the verifier polls them again.
+Only rows of this verifier (verifier_id = its [verifier] uuid) are touched, all in one
+transaction, each logged to syslog (journalctl -t keylime-reset-failed). INVALID_QUOTE (9),
+TENANT_FAILED (10) and FAILED for any other cause are never modified. An agent reset
+--max-resets times without a successful attestation in between is left FAILED.
+
+The database is found as the verifier finds it: KEYLIME_VERIFIER_CONFIG, else
+/etc/keylime/verifier.conf (or /usr/etc/keylime/verifier.conf) and its verifier.conf.d
+snippets, then KEYLIME_VERIFIER_DATABASE_URL / KEYLIME_VERIFIER_UUID, KEYLIME_DIR."""
+
+
+def _exit_codes_text():
+    return "exit codes:\n" + "\n".join("  %-3d %s" % (code, text) for code, text in EXIT_CODES)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a whole number: %r" % text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1: %r" % text)
+    return value
+
+
+def _timeout(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number of seconds: %r" % text)
+    if not math.isfinite(value) or value < 0 or value > 300:
+        raise argparse.ArgumentTypeError("must be between 0 and 300 seconds: %r" % text)
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(EX_USAGE, "%s: error: %s (see --help)\n" % (self.prog, message))
+
+
+def build_parser():
+    parser = _Parser(prog=C.PROGRAM, description=DESCRIPTION, epilog=_exit_codes_text(),
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", metavar="PATH",
+                        help="the verifier's SQLite database (default: from the verifier configuration)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="read this verifier configuration file only, instead of the search")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="open the database read-only and show what would be reset, and why not")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    parser.add_argument("--any-cause", action="store_true",
+                        help="reset FAILED agents of this verifier whatever their last_event_id "
+                             "(logged as a warning; 9 and 10 are never touched)")
+    parser.add_argument("--force", action="store_true",
+                        help="write even though a keylime_verifier process is running")
+    parser.add_argument("--max-resets", metavar="N", type=_positive_int, default=C.DEFAULT_MAX_RESETS,
+                        help="leave an agent FAILED after N resets without a successful attestation "
+                             "(default %(default)s)")
+    parser.add_argument("--state-file", metavar="PATH", default=C.STATE_FILE,
+                        help="where the reset counts are kept (default %(default)s)")
+    parser.add_argument("--busy-timeout", metavar="SECONDS", type=_timeout, default=C.DEFAULT_BUSY_TIMEOUT,
+                        help="how long to wait for a locked database (default %(default)s)")
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    return parser
+
+
+def main(argv=None, stdout=None, stderr=None, syslog_sink=None, environ=None, proc_root="/proc"):
+    args = build_parser().parse_args(argv)
+    from .event_log import EventLog
+    from .reset import ResetOptions, run
+    from .report import JsonReport, TableReport
+
+    stdout = stdout if stdout is not None else sys.stdout
+    log = EventLog(stderr=stderr, syslog_sink=syslog_sink, environ=environ)
+    options = ResetOptions(db=args.db, config_file=args.config, dry_run=args.dry_run,
+                           any_cause=args.any_cause, force=args.force, max_resets=args.max_resets,
+                           state_file=args.state_file, busy_timeout=args.busy_timeout)
+    report = JsonReport(stdout) if args.json else TableReport(stdout)
+    try:
+        run(options, log, report, environ=environ, proc_root=proc_root)
+    except ResetError as exc:
+        log.error(str(exc))
+        return exc.exit_code
+    except BrokenPipeError:
+        return EX_OK  # the reader went away after the run was done; nothing to undo
+    except Exception as exc:  # pragma: no cover - the last line of defence, tested via a forced fault
+        log.error("internal error, nothing was changed: %s: %s" % (type(exc).__name__, exc))
+        return EX_SOFTWARE
+    return EX_OK

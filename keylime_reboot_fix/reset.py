@@ -1,0 +1,129 @@
+"""The reset run: find the database, check it is safe to touch, decide, write, report.
+
+Knows neither argparse nor SQL: options come in as a ResetOptions, SQL stays in sqlite_store,
+the decision in verdicts. Any ResetError leaves the database and the reset-state file as they
+were (the transaction is rolled back; the state file is replaced only just before the commit).
+"""
+
+import os
+
+from . import constants as C
+from . import database_url, db_path, reset_state, verifier_config
+from . import verdicts as V
+from .errors import ResetError, VerifierRunning
+from .running_verifier import running_verifiers
+from .sqlite_store import SqliteVerifierDb
+
+LEFT_ALONE = (V.OTHER_CAUSE, V.OTHER_VERIFIER, V.NO_VERIFIER, V.CAP_REACHED)
+
+
+class ResetOptions:
+    """Everything a run can be told; the defaults are the boot-time ExecStartPre run."""
+
+    def __init__(self, db=None, config_file=None, dry_run=False, any_cause=False, force=False,
+                 max_resets=C.DEFAULT_MAX_RESETS, state_file=C.STATE_FILE,
+                 busy_timeout=C.DEFAULT_BUSY_TIMEOUT):
+        self.db = db
+        self.config_file = config_file
+        self.dry_run = dry_run
+        self.any_cause = any_cause
+        self.force = force
+        self.max_resets = max_resets
+        self.state_file = state_file
+        self.busy_timeout = busy_timeout
+
+
+def _classified(rows, rule):
+    for agent_id, verifier_id, ip, port, event, severity, count, last, previous in rows:
+        verdict, resets = rule.classify(verifier_id, event, count, last, previous)
+        yield agent_id, verifier_id, ip, port, event, severity, count, last, verdict, resets
+
+
+def _summary(counts, rule, path, dry_run):
+    left = ", ".join("%d %s" % (counts[v], v.replace("-", " ")) for v in LEFT_ALONE)
+    return "%s%d agent(s) of verifier '%s' from FAILED (%d) to GET_QUOTE (%d) in %s; left alone: %s" % (
+        "dry run: would reset " if dry_run else "reset ", counts[V.RESET], rule.uuid,
+        C.RESET_FROM, C.RESET_TO, path, left)
+
+
+def run(options, log, report, environ=None, proc_root="/proc"):
+    """Do one reset run; returns the verdict counts. Raises ResetError on failure."""
+    environ = os.environ if environ is None else environ
+    config = verifier_config.load(environ, options.config_file)
+    path = os.path.abspath(options.db) if options.db else database_url.sqlite_path(
+        config.database_url, config.keylime_dir)
+    rule = V.Rule(config.uuid, options.any_cause, options.max_resets)
+    counts = dict.fromkeys((V.RESET,) + LEFT_ALONE, 0)
+    context = {"database": path, "verifier_uuid": rule.uuid, "dry_run": options.dry_run,
+               "any_cause": options.any_cause, "max_resets": rule.max_resets,
+               "configuration": config.describe()}
+
+    st = db_path.check(path)
+    if st is None:
+        return _first_boot(log, report, context, counts, "no verifier database at %s yet" % path)
+    if os.geteuid() == 0 and st.st_uid != 0:
+        if not options.dry_run:
+            reset_state.prepare_dir(options.state_file, st.st_uid, st.st_gid)
+        db_path.become(st.st_uid, st.st_gid)
+    if not options.dry_run and not options.force:
+        pids = running_verifiers(proc_root)
+        if pids:
+            raise VerifierRunning(
+                "refusing to write: keylime_verifier is running (pid %s); a reset under a running "
+                "verifier leaves rows that no verifier polls. Stop it, or use --dry-run or --force"
+                % ", ".join(map(str, pids)))
+    db_path.require_access(path, write=not options.dry_run)
+
+    store = SqliteVerifierDb(path, write=not options.dry_run, busy_timeout=options.busy_timeout)
+    try:
+        if not store.has_verifier_table():
+            return _first_boot(log, report, context, counts,
+                               "verifier database %s has no %s table yet" % (path, C.VERIFIER_TABLE))
+        store.check_columns()
+        if options.any_cause:
+            log.warning("--any-cause: resetting FAILED agents of verifier '%s' whatever their "
+                        "last_event_id (INVALID_QUOTE and TENANT_FAILED are still never touched)" % rule.uuid)
+        store.begin()
+        store.load_reset_state(reset_state.read_entries(options.state_file))
+        store.record_verdicts(_classified(store.failed_rows(), rule))
+        for verdict in counts:
+            counts[verdict] = store.count_verdict(verdict)
+        if not options.dry_run and counts[V.RESET]:
+            updated = store.reset(V.RESET, rule.uuid, rule.events)
+            if updated != counts[V.RESET]:
+                raise ResetError("updated %d rows where %d were selected; rolled back, nothing changed"
+                                 % (updated, counts[V.RESET]))
+            reset_state.write_entries(options.state_file, store.new_reset_state(V.RESET))
+            store.commit()
+        _report(store, log, report, context, counts, rule, path)
+        return counts
+    finally:
+        store.rollback()
+        store.close()
+
+
+def _first_boot(log, report, context, counts, why):
+    log.info("%s (first boot?): nothing to reset" % why)
+    report.begin(context)
+    report.end(counts)
+    return counts
+
+
+def _report(store, log, report, context, counts, rule, path):
+    dry_run = context["dry_run"]
+    report.begin(context)
+    for row in store.verdict_rows():
+        report.row(row)
+        if dry_run:
+            continue
+        agent_id, _vid, ip, port, event, _sev, _count, _last, verdict, resets = row
+        if verdict == V.RESET:
+            log.info("reset agent %s (%s:%s, %s) from FAILED (%d) to GET_QUOTE (%d): reset %d of %d "
+                     "without attestation" % (agent_id, ip, port, event, C.RESET_FROM, C.RESET_TO,
+                                              resets, rule.max_resets))
+        elif verdict == V.CAP_REACHED:
+            log.warning("agent %s left FAILED: reset %d times without a successful attestation since "
+                        "(max %d); check the agent host, then reactivate it with "
+                        "'keylime_tenant -c reactivate -u %s'" % (agent_id, resets, rule.max_resets, agent_id))
+    report.end(counts)
+    log.info(_summary(counts, rule, path, dry_run))

@@ -1,0 +1,104 @@
+"""The reset cap's memory: how often each agent was reset without attesting in between.
+
+One JSON value per line, so that it is read and written as a stream (memory does not grow with
+the fleet): a header object, then `[agent_id, resets, attestation_count, last_successful_attestation]`
+per agent, the last two as seen in the database at the agent's last reset. It is replaced
+atomically (temporary file in the same directory, fsync, rename, fsync of the directory), so a
+crash leaves either the old or the new file, never a mix.
+"""
+
+import json
+import os
+import stat
+
+from . import constants as C
+from .errors import PermissionProblem, StateFileCorrupt, StateFileUnwritable
+
+HEADER = {"format": "keylime-reboot-fix reset state", "version": 1}
+
+
+def _is_count(value):
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def read_entries(path):
+    """Yield (agent_id, resets, attestation_count, last_successful_attestation); none if no file."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StateFileUnwritable("cannot look up reset-state file %s: %s" % (path, exc.strerror)) from exc
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise PermissionProblem("refusing reset-state file %s: not a regular file" % path)
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise PermissionProblem("cannot read reset-state file %s: %s" % (path, exc.strerror)) from exc
+    with handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                value = None
+            if number == 1:
+                if value != HEADER:
+                    raise StateFileCorrupt("reset-state file %s: line 1 is not a version-1 header" % path)
+                continue
+            if (not isinstance(value, list) or len(value) != 4 or not isinstance(value[0], str)
+                    or not isinstance(value[1], int) or isinstance(value[1], bool) or value[1] < 1
+                    or not _is_count(value[2]) or not _is_count(value[3])):
+                raise StateFileCorrupt("reset-state file %s: line %d is not a valid entry" % (path, number))
+            yield tuple(value)
+
+
+def write_entries(path, entries):
+    """Atomically replace the file with the given entries (an iterable, consumed once)."""
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    try:
+        os.makedirs(directory, mode=0o750, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+    except OSError as exc:
+        raise StateFileUnwritable("cannot write reset-state file %s: %s" % (path, exc.strerror)) from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(HEADER, sort_keys=True) + "\n")
+            for entry in entries:
+                handle.write(json.dumps(list(entry)) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise StateFileUnwritable("cannot write reset-state file %s: %s" % (path, exc.strerror)) from exc
+
+
+def prepare_dir(path, uid, gid):
+    """As root, before becoming the database owner: make sure that owner can write the state.
+
+    Creates the directory (0750, owned by uid:gid) if missing. An existing directory is handed
+    over only when it is this package's own default directory and still root's; any other
+    directory an admin chose is left as it is.
+    """
+    directory = os.path.dirname(path) or "."
+    try:
+        st = os.lstat(directory)
+    except FileNotFoundError:
+        try:
+            os.makedirs(directory, mode=0o750)
+            os.chown(directory, uid, gid)
+        except OSError as exc:
+            raise StateFileUnwritable("cannot create state directory %s: %s" % (directory, exc.strerror)) from exc
+        return
+    if (os.path.abspath(directory) == C.STATE_DIR and stat.S_ISDIR(st.st_mode)
+            and st.st_uid == 0 and uid != 0):
+        os.chown(directory, uid, gid)

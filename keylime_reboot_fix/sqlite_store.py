@@ -1,0 +1,169 @@
+"""All SQL of the reset, on the verifier's SQLite database (standard library sqlite3 only).
+
+The run is one transaction: BEGIN IMMEDIATE takes the write lock before the selection is read,
+so the rows chosen are the rows updated; the UPDATE re-checks state, verifier and cause, its row
+count is verified, and anything unexpected rolls back. Per-row work happens in temporary tables
+(in SQLite's page cache, spilling to a temporary file), so memory does not grow with the fleet.
+A dry run opens the file read-only (mode=ro): it cannot write even by mistake.
+"""
+
+import sqlite3
+
+from . import constants as C
+from .errors import DatabaseCorrupt, DatabaseLocked, DatabaseUnreadable, PermissionProblem
+
+# Columns the reset reads; a database without them is not a Keylime verifier database.
+REQUIRED_COLUMNS = ("agent_id", "verifier_id", "operational_state", "severity_level", "last_event_id",
+                    "attestation_count", "last_successful_attestation", "ip", "port")
+
+_SETUP_TEMP = """
+CREATE TEMP TABLE reset_state (agent_id TEXT PRIMARY KEY, resets INTEGER, attestation_count INTEGER,
+                               last_successful_attestation INTEGER) WITHOUT ROWID;
+CREATE TEMP TABLE verdicts (agent_id TEXT PRIMARY KEY, verifier_id TEXT, ip TEXT, port INTEGER,
+                            last_event_id TEXT, severity_level INTEGER, attestation_count INTEGER,
+                            last_successful_attestation INTEGER, verdict TEXT, resets INTEGER) WITHOUT ROWID;
+"""
+
+_FAILED_ROWS = """
+SELECT v.agent_id, v.verifier_id, v.ip, v.port, v.last_event_id, v.severity_level,
+       v.attestation_count, v.last_successful_attestation,
+       s.resets, s.attestation_count, s.last_successful_attestation
+FROM main.{table} AS v LEFT JOIN temp.reset_state AS s ON s.agent_id = v.agent_id
+WHERE v.operational_state = {failed}
+""".format(table=C.VERIFIER_TABLE, failed=C.RESET_FROM)
+
+
+def _uri_path(path):
+    """Escape what an SQLite file: URI gives a meaning to (urllib.parse costs start-up time)."""
+    return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
+def _translate(exc, path):
+    """Map an sqlite3 error to the package's error (and so to its exit code)."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        if "locked" in text or "busy" in text:
+            return DatabaseLocked("database %s is locked by another process (busy timeout exceeded)" % path)
+        if "readonly" in text or "read-only" in text:
+            return PermissionProblem("cannot write database %s: %s" % (path, text))
+        if "unable to open" in text:
+            return DatabaseUnreadable("cannot open database %s: %s" % (path, text))
+        if "disk I/O" in text:
+            return DatabaseUnreadable("I/O error on database %s" % path)
+    if isinstance(exc, sqlite3.DatabaseError):
+        return DatabaseCorrupt("database %s is corrupt or not SQLite: %s" % (path, text))
+    return exc
+
+
+class SqliteVerifierDb:
+    """One connection to the verifier database for one reset run."""
+
+    def __init__(self, path, write, busy_timeout):
+        self.path = path
+        self.write = write
+        uri = "file:%s?mode=%s" % (_uri_path(path), "rw" if write else "ro")
+        try:
+            self.conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _translate(exc, path) from exc
+
+    def _run(self, fn, *args):
+        try:
+            return fn(*args)
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    def has_verifier_table(self):
+        """False on first boot, before the verifier's migrations created its table."""
+        row = self._run(lambda: self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (C.VERIFIER_TABLE,)).fetchone())
+        return row is not None
+
+    def check_columns(self):
+        names = {r[1] for r in self._run(lambda: self.conn.execute(
+            "PRAGMA table_info(%s)" % C.VERIFIER_TABLE).fetchall())}
+        missing = [c for c in REQUIRED_COLUMNS if c not in names]
+        if missing:
+            raise DatabaseCorrupt("database %s is not a Keylime verifier database: %s has no column %s"
+                                  % (self.path, C.VERIFIER_TABLE, ", ".join(missing)))
+
+    def begin(self):
+        """Start the run's transaction: the write lock at once for a reset, a snapshot for a dry run."""
+        self._run(self.conn.execute, "BEGIN IMMEDIATE" if self.write else "BEGIN")
+        self._run(lambda: [self.conn.execute(s) for s in _SETUP_TEMP.split(";") if s.strip()])
+
+    def load_reset_state(self, entries):
+        self._run(self.conn.executemany, "INSERT INTO temp.reset_state VALUES (?, ?, ?, ?)", entries)
+
+    def failed_rows(self):
+        """Every state-FAILED row with what the reset state remembers of it.
+
+        Yields (agent_id, verifier_id, ip, port, last_event_id, severity_level, attestation_count,
+        last_successful_attestation, previous) where previous is (resets, attestation_count,
+        last_successful_attestation) or None.
+        """
+        cursor = self._run(self.conn.execute, _FAILED_ROWS)
+        while True:
+            rows = self._run(cursor.fetchmany, 512)
+            if not rows:
+                return
+            for r in rows:
+                yield r[:8] + ((r[8], r[9], r[10]) if r[8] is not None else None,)
+
+    def record_verdicts(self, verdict_rows):
+        """Store (agent_id, verifier_id, ip, port, event, severity, count, last, verdict, resets) rows."""
+        self._run(self.conn.executemany,
+                  "INSERT INTO temp.verdicts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", verdict_rows)
+
+    def count_verdict(self, verdict):
+        return self._run(lambda: self.conn.execute(
+            "SELECT count(*) FROM temp.verdicts WHERE verdict = ?", (verdict,)).fetchone()[0])
+
+    def reset(self, verdict, uuid, events):
+        """One UPDATE of the rows given `verdict`, re-checking state, verifier and cause; row count."""
+        sql = ("UPDATE main.{t} SET operational_state = {to} WHERE operational_state = {frm}"
+               " AND verifier_id = ? AND agent_id IN (SELECT agent_id FROM temp.verdicts WHERE verdict = ?)"
+               ).format(t=C.VERIFIER_TABLE, to=C.RESET_TO, frm=C.RESET_FROM)
+        params = [uuid, verdict]
+        if events is not None:
+            sql += " AND last_event_id IN (%s)" % ", ".join("?" * len(events))
+            params += list(events)
+        return self._run(self.conn.execute, sql, params).rowcount
+
+    def new_reset_state(self, verdict):
+        """The reset state after this run: updated entries for `verdict` rows, the others kept."""
+        cursor = self._run(self.conn.execute, """
+            SELECT agent_id, resets, attestation_count, last_successful_attestation
+              FROM temp.verdicts WHERE verdict = ?1
+            UNION ALL
+            SELECT agent_id, resets, attestation_count, last_successful_attestation
+              FROM temp.reset_state
+             WHERE agent_id NOT IN (SELECT agent_id FROM temp.verdicts WHERE verdict = ?1)
+            ORDER BY 1""", (verdict,))
+        return self._iterate(cursor)
+
+    def verdict_rows(self):
+        """The recorded verdicts in agent_id order (agent_id, verifier_id, ip, port, event,
+        severity, attestation_count, last_successful_attestation, verdict, resets)."""
+        return self._iterate(self._run(self.conn.execute, "SELECT * FROM temp.verdicts ORDER BY agent_id"))
+
+    def _iterate(self, cursor):
+        while True:
+            rows = self._run(cursor.fetchmany, 512)
+            if not rows:
+                return
+            yield from rows
+
+    def commit(self):
+        self._run(self.conn.execute, "COMMIT")
+
+    def rollback(self):
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the connection is closed next; SQLite rolls back on close
+
+    def close(self):
+        self.conn.close()
+
