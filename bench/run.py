@@ -37,6 +37,7 @@ for _p in (BENCH, ROOT):
         sys.path.insert(0, _p)
 
 import make_db  # noqa: E402
+import syslog_sink  # noqa: E402
 from keylime_reboot_fix import constants as C  # noqa: E402
 
 REFERENCE = os.path.join(BENCH, "reference-reset.sh")
@@ -50,6 +51,7 @@ RSS_AT = 1000000
 RSS_GROWTH_FROM = 1000
 RSS_GROWTH_MIB = 2.0
 STARTUP_AT = 1000
+HOST_DEV = "/dev"  # the machine's /dev, still reachable here when /dev is our private tmpfs
 
 
 def log(msg):
@@ -149,6 +151,10 @@ def run_one(argv, env, errpath):
     """
     rsspath = errpath + ".rss"
     with open(errpath, "wb") as err:
+        # As under systemd, stderr is "the journal" and JOURNAL_STREAM says so: A then sends its
+        # lines to syslog only, instead of a second copy to stderr.
+        st = os.fstat(err.fileno())
+        env = dict(env, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
         start = time.perf_counter()
         proc = subprocess.Popen([TIME, "-f", "%M", "-o", rsspath] + argv, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err, env=env, close_fds=True,
@@ -198,14 +204,18 @@ def timed(which, pristine, manifest, work, args, scratch):
     os.mkdir(os.path.dirname(state), 0o755)
     argv, env = command(which, work, state, args, home)
     errpath = os.path.join(rundir, "stderr")
+    if args.listener:
+        args.listener.take()
     wall, rss_kib, code = run_one(argv, env, errpath)
+    lines, last = args.listener.take() if args.listener else (None, [])
     with open(errpath, "rb") as handle:
         stderr = handle.read().decode("utf-8", "replace")
     if code != 0:
-        raise RuntimeError("%s exited %d: %s\n%s" % (which, code, " ".join(argv), stderr))
+        raise RuntimeError("%s exited %d: %s\n%s%s" % (which, code, " ".join(argv), stderr,
+                                                         "\n".join(last)))
     resets = check(work, manifest, which) if args.verify else None
     shutil.rmtree(rundir)
-    return {"wall": wall, "rss_kib": rss_kib, "resets": resets}
+    return {"wall": wall, "rss_kib": rss_kib, "resets": resets, "syslog_lines": lines}
 
 
 # --- one size ----------------------------------------------------------------------------------
@@ -236,7 +246,8 @@ def bench_size(n, args, scratch):
         row[which] = {"median_s": statistics.median(walls), "min_s": min(walls), "max_s": max(walls),
                       "walls_s": walls, "peak_rss_mib": max(rss) / 1024.0,
                       "rss_mib": [r / 1024.0 for r in rss],
-                      "resets": sorted({s["resets"] for s in samples}, key=repr)}
+                      "resets": sorted({s["resets"] for s in samples}, key=repr),
+                      "syslog_lines": sorted({s["syslog_lines"] for s in samples}, key=repr)}
     if "A" in runs and "B" in runs:
         row["ratio"] = row["A"]["median_s"] / row["B"]["median_s"]
     return row
@@ -285,6 +296,7 @@ def render(report):
         head += ["%s peak RSS" % w]
     for w in has:
         head += ["%s reset" % w]
+    head += ["syslog lines " + "/".join(has)]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
     for r in rows:
         cells = ["{:,}".format(r["agents"]), "%.1f MB" % (r["db_bytes"] / 1e6), str(r["reps"])]
@@ -297,6 +309,8 @@ def render(report):
         for w in has:
             cells.append(",".join("{:,}".format(x) for x in r[w]["resets"] if x is not None) or "-"
                          if w in r else "-")
+        cells.append("/".join(",".join("{:,}".format(x) for x in r[w]["syslog_lines"] if x is not None) or "-"
+                              if w in r else "-" for w in has))
         lines.append("| " + " | ".join(cells) + " |")
     out = ["# Reset benchmark: keylime-reset-failed (A) vs the write-up's shell reset (B)", "",
            "Command: `%s`  " % report["command"],
@@ -355,6 +369,9 @@ def parse(argv):
     p.add_argument("--cache-dir", default=make_db.CACHE_DIR, help="pristine databases (default %(default)s)")
     p.add_argument("--scratch", help="directory for the working copy (default: a temporary one in --cache-dir)")
     p.add_argument("--out", default=os.path.join(BENCH, "results"), help="where latest.md/.json go")
+    p.add_argument("--dev-log", choices=("auto", "private", "host"), default="auto",
+                   help="private: run in a mount namespace with a /dev/log socket of our own that "
+                        "counts the lines (auto: when root with unshare); host: the machine's /dev/log")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the exact after-run check of the database")
     args = p.parse_args(argv)
@@ -370,13 +387,28 @@ def main(argv=None):
     if "A" in args.commands and not os.path.exists(os.path.join(args.tree, "keylime_reboot_fix", "cli.py")):
         log("keylime_reboot_fix/cli.py is not in %s yet: running B only" % args.tree)
         args.commands = ["B"]
+    if args.dev_log == "auto":
+        args.dev_log = "private" if syslog_sink.possible() else "host"
+    if args.dev_log == "private" and not syslog_sink.inside():
+        syslog_sink.reexec(os.path.abspath(__file__), argv)
+    args.listener = None
+    if args.dev_log == "private":
+        global HOST_DEV
+        HOST_DEV = syslog_sink.private_dev()
+        args.listener = syslog_sink.Listener()
+        syslog = ("private /dev/log (this machine has %s): a socket in a private mount namespace, "
+                  "drained and counted by the harness like a syslog daemon"
+                  % ("one, hidden from the runs" if os.path.exists(os.path.join(HOST_DEV, "log"))
+                     else "none"))
+    elif os.path.exists("/dev/log"):
+        syslog = "the host's /dev/log: both commands send their lines to this machine's syslog daemon"
+    else:
+        syslog = ("no /dev/log: syslog() fails on every call (glibc retries connect each time); "
+                  "lines are not counted")
+    log(syslog)
     os.makedirs(args.cache_dir, exist_ok=True)
     scratch = args.scratch or tempfile.mkdtemp(prefix="scratch-", dir=args.cache_dir)
     os.makedirs(scratch, exist_ok=True)
-    syslog = ("/dev/log exists: both commands really send their syslog line" if os.path.exists("/dev/log")
-              else "/dev/log absent here: the syslog datagram of A and B goes nowhere (same for both; "
-                   "B still pays for starting logger)")
-    log(syslog)
     rows = []
     started = time.monotonic()
     overhead = launcher_overhead(scratch)

@@ -37,8 +37,8 @@ def _tools():
     require(os.path.exists(bench_run.TIME), "GNU time is missing (package time)")
     require(shutil.which("sqlite3"), "the sqlite3 command line is missing (package sqlite3)")
     require(shutil.which("logger"), "logger is missing (package bsdutils)")
-    require(os.path.exists(os.path.join(ROOT, "keylime_reboot_fix", "cli.py")),
-            "keylime_reboot_fix/cli.py (command A) is not in this tree yet")
+    require(os.path.exists("/usr/bin/unshare") and os.geteuid() == 0,
+            "the private /dev/log needs root and unshare (package util-linux)")
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,10 @@ def test_both_commands_reset_exactly_their_rows(report):
             assert r[which]["median_s"] > 0
             assert 1.0 < r[which]["peak_rss_mib"] < 200.0
         assert r["ratio"] == pytest.approx(r["A"]["median_s"] / r["B"]["median_s"])
+    # Lines each command sent to the private /dev/log: B its one logger line; A one per reset
+    # agent plus its summary line.
+    assert report["syslog"].startswith("private /dev/log")
+    assert [(r["A"]["syslog_lines"], r["B"]["syslog_lines"]) for r in rows] == [([2], [1]), ([4], [1])]
 
 
 def test_report_structure(report):
@@ -88,10 +92,10 @@ def test_report_structure(report):
     lines = md.splitlines()
     header = [l for l in lines if l.startswith("| agents |")]
     assert header == ["| agents | DB size | runs | A median | B median | A/B | A peak RSS | B peak RSS "
-                      "| A reset | B reset |"]
+                      "| A reset | B reset | syslog lines A/B |"]
     data = [l for l in lines if l.startswith("| 10 |") or l.startswith("| 100 |")]
-    assert len(data) == 2 and all(l.count("|") == 11 for l in data)
-    assert data[0].endswith("| 1 | 2 |") and data[1].endswith("| 3 | 4 |")
+    assert len(data) == 2 and all(l.count("|") == 12 for l in data)
+    assert data[0].endswith("| 1 | 2 | 2/1 |") and data[1].endswith("| 3 | 4 | 4/1 |")
     verdicts = [(t, ok) for t, _m, ok in report["targets"]]
     assert verdicts[0][0] == "A/B wall time <= 3.0 at 10 agents" and verdicts[0][1] in (True, False)
     assert [ok for _t, ok in verdicts[1:]] == [None, None, None, None]  # sizes not run here
