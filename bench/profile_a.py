@@ -30,12 +30,20 @@ import run as bench_run  # noqa: E402
 
 # Runs A in-process: traces every SQL statement and measures Python-level allocation peaks.
 INPROC = r'''
-import json, runpy, sqlite3, sys, time, tracemalloc
-statements = []
+import json, re, runpy, sqlite3, sys, time, tracemalloc
+statements = {}  # shape -> [count, first concrete statement]; bounded, unlike a list of all
+LITERAL = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
+def trace(stmt):
+    shape = LITERAL.sub("?", " ".join(stmt.split()))
+    entry = statements.get(shape)
+    if entry is None:
+        statements[shape] = [1, stmt]
+    else:
+        entry[0] += 1
 _connect = sqlite3.connect
 def connect(*a, **k):
     conn = _connect(*a, **k)
-    conn.set_trace_callback(statements.append)
+    conn.set_trace_callback(trace)
     return conn
 sqlite3.connect = connect
 tracemalloc.start()
@@ -50,6 +58,44 @@ wall = time.perf_counter() - start
 cur, peak = tracemalloc.get_traced_memory()
 print("\x1ePROFILE" + json.dumps({"statements": statements, "tracemalloc_peak": peak,
                                   "exit": code, "wall": wall}), file=sys.stderr)
+'''
+
+
+# Runs A in-process with every function of the package wrapped: inclusive wall time and growth of
+# the process's peak RSS (VmHWM, so SQLite's own memory too) during each call.
+PHASES = r'''
+import collections, functools, importlib, inspect, json, os, pkgutil, sys, time
+import keylime_reboot_fix
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM"))
+acc = {}
+def wrap(name, fn):
+    @functools.wraps(fn)
+    def w(*a, **k):
+        t, h = time.perf_counter(), hwm()
+        try:
+            return fn(*a, **k)
+        finally:
+            e = acc.setdefault(name, [0, 0.0, 0])
+            e[0] += 1; e[1] += time.perf_counter() - t; e[2] += hwm() - h
+    return w
+for info in pkgutil.iter_modules(keylime_reboot_fix.__path__):
+    if info.name == "__main__":
+        continue
+    mod = importlib.import_module("keylime_reboot_fix." + info.name)
+    for n, obj in list(vars(mod).items()):
+        if inspect.isfunction(obj) and obj.__module__ == mod.__name__ and n != "main":
+            setattr(mod, n, wrap(info.name + "." + n, obj))
+        elif inspect.isclass(obj) and obj.__module__ == mod.__name__:
+            for mn, mo in list(vars(obj).items()):
+                if inspect.isfunction(mo):
+                    setattr(obj, mn, wrap("%s.%s.%s" % (info.name, n, mn), mo))
+from keylime_reboot_fix import cli
+start_hwm, t = hwm(), time.perf_counter()
+code = cli.main(sys.argv[1:])
+print("\x1ePHASES" + json.dumps({"acc": acc, "start_hwm": start_hwm, "end_hwm": hwm(), "exit": code,
+                                  "wall": time.perf_counter() - t}), file=sys.stderr)
 '''
 
 
@@ -122,15 +168,12 @@ def main(argv=None):
     import json
     data = json.loads(r.stderr[marker + len("\x1ePROFILE"):]) if marker >= 0 else None
     if data:
-        out.append("## SQL statements run by A (%d), with EXPLAIN QUERY PLAN" % len(data["statements"]))
+        out.append("## SQL statements run by A (%d), with EXPLAIN QUERY PLAN"
+                   % sum(c for c, _ in data["statements"].values()))
         import sqlite3
         conn = sqlite3.connect("file:%s?mode=ro" % pristine, uri=True)
-        groups = {}
-        for stmt in data["statements"]:
-            # Group by shape: bound literals (the trace shows expanded SQL) become ?.
-            shape = re.sub(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b", "?", " ".join(stmt.split()))
-            groups.setdefault(shape, [0, stmt])[0] += 1
-        for stmt in data["statements"]:
+        groups = data["statements"]
+        for _count, stmt in groups.values():
             if re.match(r"\s*CREATE\s+TEMP", stmt, re.I):
                 try:
                     conn.execute(stmt)  # so that the plans of statements on temp tables can be shown
@@ -146,10 +189,26 @@ def main(argv=None):
                     out.append("    - plan: (%s)" % exc)
         conn.close()
         out.append("")
-        out.append("tracemalloc peak of Python-level allocations: %.2f MiB (exit %s, %.1f ms in-process)"
+        out.append("tracemalloc peak of Python-level allocations (SQLite's own memory is not traced): %.2f MiB (exit %s, %.1f ms in-process)"
                    % (data["tracemalloc_peak"] / 1048576, data["exit"], data["wall"] * 1e3))
     else:
         out.append("in-process run failed: %s" % r.stderr[-2000:])
+    # 5. per function: inclusive time and peak-RSS growth
+    r = sh([args.python, "-c", PHASES] + fresh(), dict(env, JOURNAL_STREAM="0:0"))
+    marker = r.stderr.rfind("\x1ePHASES")
+    if marker >= 0:
+        ph = json.loads(r.stderr[marker + len("\x1ePHASES"):])
+        out.append("")
+        out.append("## Per function (inclusive; nested calls count in both): peak RSS %.1f MiB when "
+                   "main() starts, %.1f MiB at the end" % (ph["start_hwm"] / 1024, ph["end_hwm"] / 1024))
+        out.append("    %-55s %8s %10s %12s" % ("function", "calls", "time", "VmHWM growth"))
+        ranked = sorted(ph["acc"].items(), key=lambda kv: (-kv[1][2], -kv[1][1]))
+        for name, (calls, secs, grow) in ranked[:args.top]:
+            if grow <= 0 and secs < 0.005:
+                continue
+            out.append("    %-55s %8d %8.1f ms %9.1f MiB" % (name, calls, secs * 1e3, grow / 1024))
+    else:
+        out.append("per-function run failed: %s" % r.stderr[-2000:])
     subprocess.run(["rm", "-rf", scratch])
     print("\n".join(out))
 
