@@ -141,13 +141,15 @@ TIME = "/usr/bin/time"
 
 
 def run_one(argv, env, errpath):
-    """(wall seconds, peak RSS in KiB, exit code) of one command.
+    """(wall seconds, CPU seconds, peak RSS in KiB, exit code) of one command.
 
     Peak RSS comes from GNU time, not from os.wait4 on a child of this process: Linux keeps a
     forked child's pre-exec high-water mark (this ~20 MiB Python harness) in its ru_maxrss, so
     every command spawned from Python would show at least the harness's size. GNU time is a
     ~2 MiB C program, below anything measured here. Wall time is taken here around the whole
     launch; GNU time's own fork and exec add the same ~1 ms to A and B (see launcher_overhead).
+    CPU time (user + system, the command and its children, plus GNU time's own ~1 ms) comes from
+    os.wait4 on GNU time: unlike wall time it hardly depends on what else runs on the machine.
     """
     rsspath = errpath + ".rss"
     with open(errpath, "wb") as err:
@@ -159,11 +161,12 @@ def run_one(argv, env, errpath):
         proc = subprocess.Popen([TIME, "-f", "%M", "-o", rsspath] + argv, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err, env=env, close_fds=True,
                                 cwd="/")  # as under systemd; python -m would also search the cwd
-        proc.wait()
+        _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
     with open(rsspath, encoding="utf-8") as handle:
         lines = handle.read().split()
-    return wall, int(lines[-1]), proc.returncode
+    return wall, usage.ru_utime + usage.ru_stime, int(lines[-1]), proc.returncode
 
 
 def launcher_overhead(scratch, runs=20):
@@ -206,7 +209,7 @@ def timed(which, pristine, manifest, work, args, scratch):
     errpath = os.path.join(rundir, "stderr")
     if args.listener:
         args.listener.take()
-    wall, rss_kib, code = run_one(argv, env, errpath)
+    wall, cpu, rss_kib, code = run_one(argv, env, errpath)
     lines, last = args.listener.take() if args.listener else (None, [])
     with open(errpath, "rb") as handle:
         stderr = handle.read().decode("utf-8", "replace")
@@ -215,7 +218,7 @@ def timed(which, pristine, manifest, work, args, scratch):
                                                          "\n".join(last)))
     resets = check(work, manifest, which) if args.verify else None
     shutil.rmtree(rundir)
-    return {"wall": wall, "rss_kib": rss_kib, "resets": resets, "syslog_lines": lines}
+    return {"wall": wall, "cpu": cpu, "rss_kib": rss_kib, "resets": resets, "syslog_lines": lines}
 
 
 # --- one size ----------------------------------------------------------------------------------
@@ -233,7 +236,8 @@ def bench_size(n, args, scratch):
         for which in order:
             runs[which].append(timed(which, pristine, manifest, work, args, scratch))
         log("%9d agents rep %d/%d: %s" % (n, rep + 1, reps, "  ".join(
-            "%s %.1f ms %.1f MiB" % (w, runs[w][-1]["wall"] * 1e3, runs[w][-1]["rss_kib"] / 1024)
+            "%s %.1f ms (CPU %.1f ms) %.1f MiB" % (w, runs[w][-1]["wall"] * 1e3, runs[w][-1]["cpu"] * 1e3,
+                                                  runs[w][-1]["rss_kib"] / 1024)
             for w in args.commands)))
     for path in (work, work + "-journal"):
         if os.path.exists(path):
@@ -243,13 +247,16 @@ def bench_size(n, args, scratch):
     for which, samples in runs.items():
         walls = [s["wall"] for s in samples]
         rss = [s["rss_kib"] for s in samples]
+        cpus = [s["cpu"] for s in samples]
         row[which] = {"median_s": statistics.median(walls), "min_s": min(walls), "max_s": max(walls),
+                      "cpu_median_s": statistics.median(cpus), "cpu_s": cpus,
                       "walls_s": walls, "peak_rss_mib": max(rss) / 1024.0,
                       "rss_mib": [r / 1024.0 for r in rss],
                       "resets": sorted({s["resets"] for s in samples}, key=repr),
                       "syslog_lines": sorted({s["syslog_lines"] for s in samples}, key=repr)}
     if "A" in runs and "B" in runs:
         row["ratio"] = row["A"]["median_s"] / row["B"]["median_s"]
+        row["cpu_ratio"] = row["A"]["cpu_median_s"] / row["B"]["cpu_median_s"]
     return row
 
 
@@ -293,6 +300,10 @@ def render(report):
     if len(has) == 2:
         head += ["A/B"]
     for w in has:
+        head += ["%s CPU" % w]
+    if len(has) == 2:
+        head += ["A/B CPU"]
+    for w in has:
         head += ["%s peak RSS" % w]
     for w in has:
         head += ["%s reset" % w]
@@ -304,6 +315,10 @@ def render(report):
             cells.append("%.1f ms" % (r[w]["median_s"] * 1e3) if w in r else "-")
         if len(has) == 2:
             cells.append("%.2f" % r["ratio"] if "ratio" in r else "-")
+        for w in has:
+            cells.append("%.1f ms" % (r[w]["cpu_median_s"] * 1e3) if w in r else "-")
+        if len(has) == 2:
+            cells.append("%.2f" % r["cpu_ratio"] if "cpu_ratio" in r else "-")
         for w in has:
             cells.append("%.1f MiB" % r[w]["peak_rss_mib"] if w in r else "-")
         for w in has:
@@ -322,7 +337,9 @@ def render(report):
     out += ["| target | measured | verdict |", "|---|---:|---|"]
     out += ["| %s | %s | %s |" % (t, m, verdict(ok)) for t, m, ok in report["targets"]]
     out += ["", "A = `%s`; B = `%s`." % (report["a_command"], report["b_command"]),
-            "Wall time is the median over the runs; peak RSS is the largest ru_maxrss of the runs "
+            "Wall time is the median over the runs (the targets are on wall time); CPU is the median "
+            "user+system time of the command and its children (os.wait4), which depends much less "
+            "on the load of a shared machine; peak RSS is the largest ru_maxrss of the runs "
             "(for B the largest of bash, sqlite3 and logger), from GNU time. Both include "
             "launching through GNU time: %.1f ms for /bin/true here. \"reset\" is the number of "
             "rows each command moved from state 7 to 3, checked exactly after every run."

@@ -79,8 +79,10 @@ def test_both_commands_reset_exactly_their_rows(report):
         for which in "AB":
             assert len(r[which]["walls_s"]) == 1
             assert r[which]["median_s"] > 0
+            assert 0 < r[which]["cpu_median_s"] < 60
             assert 1.0 < r[which]["peak_rss_mib"] < 200.0
         assert r["ratio"] == pytest.approx(r["A"]["median_s"] / r["B"]["median_s"])
+        assert r["cpu_ratio"] == pytest.approx(r["A"]["cpu_median_s"] / r["B"]["cpu_median_s"])
     # Lines each command sent to the private /dev/log: B its one logger line; A one per reset
     # agent plus its summary line.
     assert report["syslog"].startswith("private /dev/log")
@@ -91,10 +93,10 @@ def test_report_structure(report):
     md = report["_md"]
     lines = md.splitlines()
     header = [l for l in lines if l.startswith("| agents |")]
-    assert header == ["| agents | DB size | runs | A median | B median | A/B | A peak RSS | B peak RSS "
-                      "| A reset | B reset | syslog lines A/B |"]
+    assert header == ["| agents | DB size | runs | A median | B median | A/B | A CPU | B CPU | A/B CPU "
+                      "| A peak RSS | B peak RSS | A reset | B reset | syslog lines A/B |"]
     data = [l for l in lines if l.startswith("| 10 |") or l.startswith("| 100 |")]
-    assert len(data) == 2 and all(l.count("|") == 12 for l in data)
+    assert len(data) == 2 and all(l.count("|") == 15 for l in data)
     assert data[0].endswith("| 1 | 2 | 2/1 |") and data[1].endswith("| 3 | 4 | 4/1 |")
     verdicts = [(t, ok) for t, _m, ok in report["targets"]]
     assert verdicts[0][0] == "A/B wall time <= 3.0 at 10 agents" and verdicts[0][1] in (True, False)
