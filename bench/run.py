@@ -21,9 +21,8 @@ import collections
 import datetime
 import json
 import os
-import platform
 import shutil
-import sqlite3
+import signal
 import statistics
 import subprocess
 import sys
@@ -398,8 +397,13 @@ def parse(argv):
     return args
 
 
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # so that the scratch copy (GBs at 1,000,000 agents) is removed
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGTERM, _terminate)
     args = parse(argv)
     if "A" in args.commands and not os.path.exists(os.path.join(args.tree, "keylime_reboot_fix", "cli.py")):
         log("keylime_reboot_fix/cli.py is not in %s yet: running B only" % args.tree)
