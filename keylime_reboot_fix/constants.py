@@ -66,3 +66,37 @@ STATE_FILE = STATE_DIR + "/reset-state.jsonl"
 DEFAULT_MAX_RESETS = 3
 # Well below the verifier unit's 60 s start timeout, which also bounds ExecStartPre.
 DEFAULT_BUSY_TIMEOUT = 10.0
+
+# --- systemd integration (units, helpers, generator) ---------------------------------------
+VERIFIER_UNIT = "keylime_verifier.service"
+REGISTRAR_UNIT = "keylime_registrar.service"
+AGENT_UNIT = "keylime_agent.service"
+CERT_RENEWAL_UNIT = "keylime-cert-renewal.service"
+OPENBAO_UNIT = "openbao.service"
+# The agent's listening port: [agent] port in agent.conf (rust-keylime; TOML, also INI-readable).
+AGENT_SECTION = "agent"
+DEFAULT_AGENT_PORT = 9002
+DEFAULT_AGENT_IP = "127.0.0.1"
+AGENT_CONFIG_ENV = "KEYLIME_AGENT_CONFIG"
+AGENT_OPTION_ENV_PREFIX = "KEYLIME_AGENT_"
+AGENT_BASE_CONFIGS = ("/etc/keylime/agent.conf", "/usr/etc/keylime/agent.conf")
+AGENT_SNIPPET_DIRS = ("/usr/etc/keylime/agent.conf.d", "/etc/keylime/agent.conf.d")
+# Below systemd's default TimeoutStartSec (90 s), which also bounds the agent's ExecStartPost.
+DEFAULT_AGENT_WAIT_TIMEOUT = 60.0
+# OpenBao: the bao CLI's own variable names, so one environment file serves the check and renewal.
+CERT_RENEWAL_CONFIG = "/etc/keylime-reboot-fix/cert-renewal.conf"
+OPENBAO_ADDR_ENV = "BAO_ADDR"
+OPENBAO_CACERT_ENV = "BAO_CACERT"
+OPENBAO_SKIP_VERIFY_ENV = "BAO_SKIP_VERIFY"
+OPENBAO_TIMEOUT_ENV = "OPENBAO_HEALTH_TIMEOUT"
+CERT_RENEWAL_COMMAND_ENV = "CERT_RENEWAL_COMMAND"
+DEFAULT_OPENBAO_ADDR = "https://127.0.0.1:8200"
+OPENBAO_HEALTH_PATH = "/v1/sys/health"
+# Short: at boot on the write-up's site OpenBao cannot be up yet (it needs SPIRE, which needs
+# Keylime) and the agent waits for this check; the timer renews later.
+DEFAULT_OPENBAO_TIMEOUT = 20.0
+# /v1/sys/health answers: 200 active, 429 unsealed standby, 472 DR secondary, 473 performance
+# standby (all unsealed); 501 not initialised; 503 sealed.
+OPENBAO_UNSEALED_CODES = (200, 429, 472, 473)
+OPENBAO_UNINITIALISED_CODE = 501
+OPENBAO_SEALED_CODE = 503

@@ -65,3 +65,11 @@ class PermissionProblem(ResetError):
 
 class StateFileCorrupt(ResetError):
     exit_code = EX_DATAERR
+
+
+# The systemd helpers (wait-agent-port, openbao-health, cert-renewal) use EX_OK, EX_USAGE,
+# EX_CONFIG and this one: the awaited service did not become ready within the time bound.
+EX_NOT_READY = 1
+# cert-renewal --check (ExecCondition=): 1 to 254 skips the unit cleanly, 255 fails it.
+EX_CONDITION_SKIP = 1
+EX_CONDITION_FAIL = 255

@@ -6,6 +6,7 @@ apt sources, so no host name is written into the project. Callers must not modif
 tree: copy it first with clone().
 """
 
+import fcntl
 import hashlib
 import os
 import re
@@ -42,6 +43,15 @@ def bookworm(packages=(), variant="minbase"):
     if os.path.exists(os.path.join(target, ".complete")):
         return target
     os.makedirs(CACHE_DIR, exist_ok=True)
+    # One builder per key: a second test run waits for the first instead of deleting its work.
+    with open(target + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(os.path.join(target, ".complete")):
+            return target
+        return _build(target, packages, variant)
+
+
+def _build(target, packages, variant):
     work = target + ".partial"
     shutil.rmtree(work, ignore_errors=True)
     cmd = ["debootstrap", "--variant=" + variant]
