@@ -19,7 +19,9 @@ TENANT_FAILED (10) and FAILED for any other cause are never modified. An agent r
 
 The database is found as the verifier finds it: KEYLIME_VERIFIER_CONFIG, else
 /etc/keylime/verifier.conf (or /usr/etc/keylime/verifier.conf) and its verifier.conf.d
-snippets, then KEYLIME_VERIFIER_DATABASE_URL / KEYLIME_VERIFIER_UUID, KEYLIME_DIR."""
+snippets, then KEYLIME_VERIFIER_DATABASE_URL / KEYLIME_VERIFIER_UUID, KEYLIME_DIR. A fleet's
+shared PostgreSQL or MySQL/MariaDB database_url is opened through SQLAlchemy (python3-sqlalchemy
+and the URL's driver must be installed); --db names an SQLite file only."""
 
 
 def _exit_codes_text():
@@ -55,7 +57,7 @@ def build_parser():
     parser = _Parser(prog=C.PROGRAM, description=DESCRIPTION, epilog=_exit_codes_text(),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", metavar="PATH",
-                        help="the verifier's SQLite database (default: from the verifier configuration)")
+                        help="the verifier's SQLite database file (default: from the verifier configuration)")
     parser.add_argument("--config", metavar="FILE",
                         help="read this verifier configuration file only, instead of the search")
     parser.add_argument("--dry-run", action="store_true",

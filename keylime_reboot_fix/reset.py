@@ -1,8 +1,10 @@
 """The reset run: find the database, check it is safe to touch, decide, write, report.
 
-Knows neither argparse nor SQL: options come in as a ResetOptions, SQL stays in sqlite_store,
-the decision in verdicts. Any ResetError leaves the database and the reset-state file as they
-were (the transaction is rolled back; the state file is replaced only just before the commit).
+Knows neither argparse nor SQL: options come in as a ResetOptions, SQL stays in the stores
+(sqlite_store, standard library; sqlalchemy_store for a fleet's shared PostgreSQL or MySQL/MariaDB
+database, imported only then), the decision in verdicts. Any ResetError leaves the database and
+the reset-state file as they were (the transaction is rolled back; the state file is replaced
+only just before the commit).
 """
 
 import os
@@ -50,21 +52,32 @@ def run(options, log, report, environ=None, proc_root="/proc"):
     """Do one reset run; returns the verdict counts. Raises ResetError on failure."""
     environ = os.environ if environ is None else environ
     config = verifier_config.load(environ, options.config_file)
-    path = os.path.abspath(options.db) if options.db else database_url.sqlite_path(
-        config.database_url, config.keylime_dir)
+    sqlite = bool(options.db) or database_url.is_sqlite(config.database_url)
+    if sqlite:
+        path = os.path.abspath(options.db) if options.db else database_url.sqlite_path(
+            config.database_url, config.keylime_dir)
+    else:
+        url = database_url.server_url(config.database_url)
+        path = database_url.masked(url)  # shown everywhere instead of the URL: no password
     rule = V.Rule(config.uuid, options.any_cause, options.max_resets)
     counts = dict.fromkeys((V.RESET,) + LEFT_ALONE, 0)
     context = {"database": path, "verifier_uuid": rule.uuid, "dry_run": options.dry_run,
                "any_cause": options.any_cause, "max_resets": rule.max_resets,
                "configuration": config.describe()}
 
-    st = db_path.check(path)
-    if st is None:
-        return _first_boot(log, report, context, counts, "no verifier database at %s yet" % path)
-    if os.geteuid() == 0 and st.st_uid != 0:
+    if sqlite:
+        st = db_path.check(path)
+        if st is None:
+            return _first_boot(log, report, context, counts, "no verifier database at %s yet" % path)
+        owner = st if st.st_uid != 0 else None
+    else:
+        # A shared database has no local owner; the verifier's user owns the state directory
+        # (systemd's StateDirectory=), and is who a socket URL's peer authentication expects.
+        owner = reset_state.dir_owner(options.state_file)
+    if os.geteuid() == 0 and owner is not None:
         if not options.dry_run:
-            reset_state.prepare_dir(options.state_file, st.st_uid, st.st_gid)
-        db_path.become(st.st_uid, st.st_gid)
+            reset_state.prepare_dir(options.state_file, owner.st_uid, owner.st_gid)
+        db_path.become(owner.st_uid, owner.st_gid)
     if not options.dry_run and not options.force:
         pids = running_verifiers(proc_root)
         if pids:
@@ -72,9 +85,13 @@ def run(options, log, report, environ=None, proc_root="/proc"):
                 "refusing to write: keylime_verifier is running (pid %s); a reset under a running "
                 "verifier leaves rows that no verifier polls. Stop it, or use --dry-run or --force"
                 % ", ".join(map(str, pids)))
-    db_path.require_access(path, write=not options.dry_run)
-
-    store = SqliteVerifierDb(path, write=not options.dry_run, busy_timeout=options.busy_timeout)
+    if sqlite:
+        db_path.require_access(path, write=not options.dry_run)
+        store = SqliteVerifierDb(path, write=not options.dry_run, busy_timeout=options.busy_timeout)
+    else:
+        from .sqlalchemy_store import SqlAlchemyVerifierDb  # only here: SQLite needs no SQLAlchemy
+        store = SqlAlchemyVerifierDb(url, write=not options.dry_run, busy_timeout=options.busy_timeout,
+                                     uuid=rule.uuid)
     try:
         if not store.has_verifier_table():
             return _first_boot(log, report, context, counts,

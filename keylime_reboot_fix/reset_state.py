@@ -82,6 +82,15 @@ def write_entries(path, entries):
         raise StateFileUnwritable("cannot write reset-state file %s: %s" % (path, exc.strerror)) from exc
 
 
+def dir_owner(path):
+    """lstat of the state file's directory when it exists and is not root's, else None."""
+    try:
+        st = os.lstat(os.path.dirname(path) or ".")
+    except OSError:
+        return None
+    return st if stat.S_ISDIR(st.st_mode) and st.st_uid != 0 else None
+
+
 def prepare_dir(path, uid, gid):
     """As root, before becoming the database owner: make sure that owner can write the state.
 

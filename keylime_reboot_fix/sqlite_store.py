@@ -148,14 +148,16 @@ class SqliteVerifierDb:
     def new_reset_state(self, verdict):
         """The reset state after reset(verdict): updated entries for those rows, the others kept.
 
-        Each part comes in agent_id order from its table's key; no sort, so no sorter memory."""
+        In agent_id order: both parts come in that order from their tables' keys, so SQLite merges
+        them (MERGE (UNION ALL)) instead of sorting; no sorter memory."""
         cursor = self._run(self.conn.execute, """
             SELECT agent_id, resets, attestation_count, last_successful_attestation
               FROM temp.verdicts WHERE verdict = ?1
             UNION ALL
             SELECT agent_id, resets, attestation_count, last_successful_attestation
               FROM temp.reset_state
-             WHERE agent_id NOT IN temp.selected""", (verdict,))
+             WHERE agent_id NOT IN temp.selected
+            ORDER BY 1""", (verdict,))
         return self._iterate(cursor)
 
     def verdict_rows(self):

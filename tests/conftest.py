@@ -12,6 +12,8 @@ if ROOT not in sys.path:
 
 from keylime_reboot_fix import cli  # noqa: E402
 from tests.support.fleets import SqliteFleet  # noqa: E402
+# Real PostgreSQL/MariaDB servers (issue 7), here so that every module shares one per session.
+from tests.support.fleet import db_server_pool, fleet_db  # noqa: E402,F401
 
 
 class Result:

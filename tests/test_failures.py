@@ -203,8 +203,8 @@ def test_unsupported_engine_url_is_a_configuration_error_78(tmp_path):
     result = run_reset(["--state-file", str(tmp_path / "s")], environ={"KEYLIME_VERIFIER_CONFIG": str(conf)})
     assert result.code == 78
     message = only_error(result)
-    assert message == ("database_url uses the 'mssql' engine; this command opens only SQLite verifier databases "
-                       "(use --db PATH)")
+    assert message == ("database_url uses the 'mssql' engine; this command opens SQLite, PostgreSQL and "
+                       "MySQL/MariaDB verifier databases only")
     assert "secret" not in result.stderr
 
 

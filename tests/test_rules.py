@@ -1,16 +1,34 @@
-"""The reset rule on a real Keylime 7.14.3-schema database: exact rows, log lines, exit codes."""
+"""The reset rule on a real Keylime 7.14.3-schema database: exact rows, log lines, exit codes.
+
+Every test runs on SQLite, and on a real PostgreSQL and a real MariaDB server holding the same
+rows (issue 7: a fleet's shared database gets the same rules, transaction and reporting).
+"""
 
 import json
 import os
 import re
 
+import pytest
+
 from tests import demo_fleet
 from tests.conftest import run_reset
+from tests.support.fleets import ServerFleet, SqliteFleet
 from tests.support.verifier_db import agent
 
 NR = "internal.verifier.not_reachable"
 RESET_LINE = ("reset agent {id} ({addr}, {event}) from FAILED (7) to GET_QUOTE (3): "
               "reset {n} of {max} without attestation")
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def fleet(request, tmp_path):
+    """fleet(rows) -> a database holding exactly those rows, on each engine in turn."""
+    def make(rows):
+        if request.param == "sqlite":
+            return SqliteFleet(str(tmp_path), rows)
+        return ServerFleet(request.param, request.getfixturevalue("db_server_pool")(request.param),
+                           str(tmp_path), rows)
+    return make
 
 
 def expected_after_demo_reset(before):
@@ -62,12 +80,16 @@ def test_reset_table_lists_every_failed_row_with_its_verdict(fleet):
 
 def test_dry_run_changes_nothing_and_says_what_it_would_do(fleet):
     db = fleet(demo_fleet.rows())
-    with open(db.path, "rb") as handle:
-        raw_before = handle.read()
+    before = db.dump()
+    if db.engine == "sqlite":
+        with open(db.path, "rb") as handle:
+            raw_before = handle.read()
     result = run_reset(db.args + ["--dry-run"])
     assert result.code == 0
-    with open(db.path, "rb") as handle:
-        assert handle.read() == raw_before
+    assert db.dump() == before
+    if db.engine == "sqlite":
+        with open(db.path, "rb") as handle:
+            assert handle.read() == raw_before
     assert "would reset" in result.stdout.splitlines()[2]
     assert result.syslog == [("info", "dry run: would reset 2 agent(s) of verifier 'default' from FAILED (7) to "
                               "GET_QUOTE (3) in %s; left alone: 5 other cause, 1 other verifier, 1 no verifier, "

@@ -21,6 +21,11 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBEXEC = os.path.join(TOP, "libexec")
 
 
+# Upper time bounds include starting a Python process, which takes seconds on a loaded 2-core
+# machine; the lower bounds (the timeout really waited for) stay exact.
+STARTUP_SLACK = 3.0
+
+
 def run(helper, *args, env=None, timeout=30):
     environ = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": TOP}
     environ.update(env or {})
@@ -77,9 +82,9 @@ def openbao():
 @pytest.mark.parametrize("code", [200, 429, 473])
 def test_health_unsealed_answers_exit_0_at_once(openbao, code):
     openbao.code = code
-    rc, _, err, took = run("openbao-health", "--addr", openbao.addr, "--timeout", "5")
+    rc, _, err, took = run("openbao-health", "--addr", openbao.addr, "--timeout", "20")
     assert rc == 0
-    assert took < 2.0
+    assert took < 1.0 + STARTUP_SLACK
     assert "is unsealed (HTTP %d)" % code in err
     assert openbao.paths == ["/v1/sys/health"]
 
@@ -90,7 +95,7 @@ def test_health_sealed_or_failing_exits_1_after_the_timeout(openbao, code, word)
     openbao.code = code
     rc, _, err, took = run("openbao-health", "--addr", openbao.addr, "--timeout", "1.5", "--interval", "0.25")
     assert rc == 1
-    assert 1.5 <= took < 3.0
+    assert 1.5 <= took < 1.5 + STARTUP_SLACK
     assert err.count("\n") == 1 and word in err and "not ready after 1.5 s" in err
     assert len(openbao.paths) >= 4          # it polled, it did not give up after one answer
 
@@ -98,9 +103,9 @@ def test_health_sealed_or_failing_exits_1_after_the_timeout(openbao, code, word)
 def test_health_becomes_unsealed_while_waiting(openbao):
     openbao.code = 503
     threading.Timer(0.8, lambda: setattr(openbao, "code", 200)).start()
-    rc, _, err, took = run("openbao-health", "--addr", openbao.addr, "--timeout", "5", "--interval", "0.2")
+    rc, _, err, took = run("openbao-health", "--addr", openbao.addr, "--timeout", "20", "--interval", "0.2")
     assert rc == 0
-    assert 0.8 <= took < 3.0
+    assert 0.8 <= took < 1.5 + STARTUP_SLACK
     assert "is unsealed (HTTP 200)" in err
 
 
@@ -108,7 +113,7 @@ def test_health_nothing_listening_exits_1_within_the_bound():
     rc, _, err, took = run("openbao-health", "--addr", "http://127.0.0.1:%d" % free_port(),
                            "--timeout", "1.5", "--interval", "0.25")
     assert rc == 1
-    assert 1.5 <= took < 3.0
+    assert 1.5 <= took < 1.5 + STARTUP_SLACK
     assert "unreachable" in err and "Connection refused" in err
 
 
@@ -122,7 +127,7 @@ def test_health_server_that_never_answers_exits_1_within_the_bound():
     finally:
         silent.close()
     assert rc == 1
-    assert 1.5 <= took < 3.0
+    assert 1.5 <= took < 1.5 + STARTUP_SLACK
     assert "unreachable (timed out)" in err
 
 
@@ -130,7 +135,7 @@ def test_health_settings_from_the_environment_file_variables(openbao):
     openbao.code = 503
     rc, _, err, took = run("openbao-health", env={"BAO_ADDR": openbao.addr, "OPENBAO_HEALTH_TIMEOUT": "1"})
     assert rc == 1
-    assert 1.0 <= took < 2.0
+    assert 1.0 <= took < 1.0 + STARTUP_SLACK
     assert "OpenBao at %s not ready after 1.0 s: sealed" % openbao.addr in err
 
 
@@ -147,7 +152,7 @@ def test_health_bad_input_is_one_line_and_its_exit_code(args, env, code, text):
     assert rc == code
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("openbao-health: " + text)
-    assert took < 2.0
+    assert took < 1.0 + STARTUP_SLACK
 
 
 # --- wait-agent-port ---------------------------------------------------------------------------
@@ -167,7 +172,7 @@ def test_wait_returns_once_the_port_opens_later(tmp_path):
     finally:
         listener.close()
     assert rc == 0
-    assert 1.0 <= took < 3.0
+    assert 1.0 <= took < 1.5 + STARTUP_SLACK
     assert err.startswith("wait-agent-port: agent listening on 127.0.0.1 port %d (from %s) after " % (port, conf))
 
 
@@ -175,7 +180,7 @@ def test_wait_gives_up_after_the_timeout_with_exit_1():
     port = free_port()
     rc, _, err, took = run("wait-agent-port", "--port", str(port), "--timeout", "1.5")
     assert rc == 1
-    assert 1.5 <= took < 3.0
+    assert 1.5 <= took < 1.5 + STARTUP_SLACK
     assert err == ("wait-agent-port: agent not listening on 127.0.0.1 port %d (from command line) after "
                    "1.5 s; giving up, units ordered after the agent start anyway\n" % port)
 

@@ -118,16 +118,46 @@ def test_sqlite_urls(url, expected):
 
 
 @pytest.mark.parametrize("url, message", [
-    ("postgresql://keylime:s3cret@db/keylime",
-     "database_url uses the 'postgresql' engine; this command opens only SQLite verifier databases (use --db PATH)"),
-    ("mysql+pymysql://k:pw@db/keylime",
-     "database_url uses the 'mysql+pymysql' engine; this command opens only SQLite verifier databases (use --db PATH)"),
+    ("postgresql://keylime:s3cret@db/keylime", "database_url uses the 'postgresql' engine; not an SQLite database"),
+    ("mysql+pymysql://k:pw@db/keylime", "database_url uses the 'mysql' engine; not an SQLite database"),
     ("sqlite://", "database_url names no SQLite file: sqlite://"),
     ("sqlite:///:memory:", "database_url names no SQLite file: sqlite:///:memory:"),
-    ("nonsense", "database_url uses the 'unknown' engine; this command opens only SQLite verifier databases "
-                 "(use --db PATH)"),
+    ("nonsense", "database_url uses the 'unknown' engine; not an SQLite database"),
 ])
 def test_other_urls_are_configuration_errors_without_credentials(url, message):
     with pytest.raises(ConfigError) as err:
         database_url.sqlite_path(url, "/var/lib/keylime")
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize("url", ["postgresql://keylime:s3cret@db/keylime", "postgresql+psycopg2://db/k",
+                                 "mysql+pymysql://k:pw@db/keylime", "mariadb+pymysql://k@db/k", "mysql://db/k"])
+def test_fleet_urls_go_to_the_server_store(url):
+    assert not database_url.is_sqlite(url)
+    assert database_url.server_url(url) == url
+
+
+@pytest.mark.parametrize("url", ["mssql://user:secret@db/keylime", "oracle://u:secret@db", "nonsense"])
+def test_other_engines_are_refused_without_credentials(url):
+    with pytest.raises(ConfigError) as err:
+        database_url.server_url(url)
+    assert "secret" not in str(err.value)
+    assert str(err.value).endswith("this command opens SQLite, PostgreSQL and MySQL/MariaDB verifier databases only")
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://keylime:s3cret@db:5432/keylime", "postgresql://keylime:***@db:5432/keylime"),
+    ("mysql+pymysql://k:p%40ss%3Aw%2Frd@db/keylime?charset=utf8mb4", "mysql+pymysql://k:***@db/keylime?charset=utf8mb4"),
+    ("postgresql://k:a@b@db/x", "postgresql://k:***@db/x"),
+    ("postgresql://keylime@db/keylime?password=s3cret&sslmode=require",
+     "postgresql://keylime@db/keylime?password=***&sslmode=require"),
+    ("postgresql:///keylime?host=/run/postgresql", "postgresql:///keylime?host=/run/postgresql"),
+])
+def test_masked_url_never_shows_the_password(url, shown):
+    assert database_url.masked(url) == shown
+
+
+def test_redact_removes_every_spelling_of_the_password():
+    url = "mysql+pymysql://k:p%40ss%3Aw%2Frd@db/keylime"
+    text = "denied for p@ss:w/rd, p%40ss%3Aw%2Frd and p%40ss%3Aw%2Frd"
+    assert database_url.redact(text, url) == "denied for ***, *** and ***"
