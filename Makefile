@@ -7,6 +7,9 @@ demo:   ## the reset on a built-in demo database: dry run, reset, table before a
 check:  ## the whole test suite (installs what it needs; .ci/run calls this)
 	tests/run
 
+bench:  ## A/B benchmark of the reset against the write-up's shell reset (BENCH_ARGS="--sizes 10,1000")
+	python3 bench/run.py $(BENCH_ARGS)
+
 e2e:    ## end-to-end proofs with reports: the real Keylime verifier, and a real power cut in a VM
 	tests/install-deps
 	.venv/bin/python -m pytest -s tests/test_real_verifier.py tests/test_power_cut.py
