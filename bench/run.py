@@ -9,7 +9,7 @@ database is checked against the exact expected result, so a command that did les
 look fast.
 
 A is the real command line as the verifier's ExecStartPre runs it, under Debian's interpreter:
-  /usr/bin/python3 -m keylime_reboot_fix --db DB --state-file STATE --force
+  /usr/bin/python3 bin/keylime-reset-failed --db DB --state-file STATE --force
 B is bench/reference-reset.sh DB. Both get stdout on /dev/null and a minimal environment.
 
 Usage: python3 bench/run.py [--sizes 10,1000,100000,1000000] [--reps 9] [--reps-large 3]
@@ -131,8 +131,9 @@ def command(which, db, state, args, home):
     env = base_env(home)
     if which == "A":
         env["PYTHONPATH"] = args.tree
-        return [args.python, "-m", "keylime_reboot_fix", "--db", db, "--state-file", state,
-                "--force"], env
+        # The command as installed: a script that imports the package (no runpy, as -m would add).
+        return [args.python, os.path.join(args.tree, "bin", "keylime-reset-failed"), "--db", db,
+                "--state-file", state, "--force"], env
     return [REFERENCE, db], env
 
 
@@ -444,7 +445,7 @@ def main(argv=None):
         "command": "python3 bench/run.py " + " ".join(argv) if argv else "python3 bench/run.py",
         "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": git_commit(), "machine": machine(), "cache": args.cache, "syslog": syslog,
-        "a_command": "%s -m keylime_reboot_fix --db DB --state-file STATE --force" % args.python,
+        "a_command": "%s bin/keylime-reset-failed --db DB --state-file STATE --force" % args.python,
         "b_command": "bench/reference-reset.sh DB",
         "seconds": round(time.monotonic() - started, 1), "rows": rows,
         "launcher_overhead_s": overhead,
