@@ -1,6 +1,10 @@
-"""Command line of keylime-reset-failed: options in, exit code out. No SQL here."""
+"""Command line of keylime-reset-failed: options in, exit code out. No SQL here.
 
-import argparse
+It runs at every boot, so the usual command lines (the ExecStartPre's, an admin's) are read by a
+small parser of its own; argparse (and the regular-expression engine it pulls in) is loaded only
+for --help, --version and mistakes, and its messages are the ones users see.
+"""
+
 import math
 import sys
 
@@ -28,13 +32,17 @@ def _exit_codes_text():
     return "exit codes:\n" + "\n".join("  %-3d %s" % (code, text) for code, text in EXIT_CODES)
 
 
+class BadValue(ValueError):
+    """An option value out of range; the message is what the user sees."""
+
+
 def _positive_int(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("not a whole number: %r" % text)
+        raise BadValue("not a whole number: %r" % text)
     if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1: %r" % text)
+        raise BadValue("must be at least 1: %r" % text)
     return value
 
 
@@ -42,20 +50,91 @@ def _timeout(text):
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("not a number of seconds: %r" % text)
+        raise BadValue("not a number of seconds: %r" % text)
     if not math.isfinite(value) or value < 0 or value > 300:
-        raise argparse.ArgumentTypeError("must be between 0 and 300 seconds: %r" % text)
+        raise BadValue("must be between 0 and 300 seconds: %r" % text)
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(EX_USAGE, "%s: error: %s (see --help)\n" % (self.prog, message))
+# Options taking a value: (converter, default). Flags default to False. The one list both
+# parsers are built from.
+VALUE_OPTIONS = {
+    "db": (str, None),
+    "config": (str, None),
+    "max-resets": (_positive_int, C.DEFAULT_MAX_RESETS),
+    "state-file": (str, C.STATE_FILE),
+    "busy-timeout": (_timeout, C.DEFAULT_BUSY_TIMEOUT),
+}
+FLAGS = ("dry-run", "json", "any-cause", "force")
+
+
+class Options:
+    """Parsed options, under argparse's attribute names (dry_run, max_resets, ...)."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+
+def fast_parse(argv):
+    """Options for a well-formed command line without --help/--version; None for anything else.
+
+    Long options only, `--name value` or `--name=value`, unique prefixes accepted, as argparse
+    does. Not getopt: its import alone loads gettext and the re module.
+    """
+    names = list(VALUE_OPTIONS) + list(FLAGS)
+    values = {o.replace("-", "_"): default for o, (_conv, default) in VALUE_OPTIONS.items()}
+    values.update((f.replace("-", "_"), False) for f in FLAGS)
+    position = 0
+    while position < len(argv):
+        arg = argv[position]
+        position += 1
+        given, has_value, text = arg[2:].partition("=")
+        if not arg.startswith("--") or not given:
+            return None
+        matches = [n for n in names if n == given] or [n for n in names if n.startswith(given)]
+        if len(matches) != 1:
+            return None
+        name = matches[0]
+        if name in FLAGS:
+            if has_value:
+                return None
+            values[name.replace("-", "_")] = True
+            continue
+        if not has_value:
+            if position == len(argv):
+                return None
+            text = argv[position]
+            position += 1
+        if text.startswith("-"):
+            return None  # "--state-file --dry-run": argparse refuses it; so do we, in its words
+        try:
+            values[name.replace("-", "_")] = VALUE_OPTIONS[name][0](text)
+        except BadValue:
+            return None  # argparse says it, in its words
+    return Options(**values)
+
+
+def _argparse_type(convert):
+    import argparse
+
+    def checked(text):
+        try:
+            return convert(text)
+        except BadValue as exc:
+            raise argparse.ArgumentTypeError(str(exc))
+    checked.__name__ = convert.__name__
+    return checked
 
 
 def build_parser():
-    parser = _Parser(prog=C.PROGRAM, description=DESCRIPTION, epilog=_exit_codes_text(),
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            self.exit(EX_USAGE, "%s: error: %s (see --help)\n" % (self.prog, message))
+
+    parser = Parser(prog=C.PROGRAM, description=DESCRIPTION, epilog=_exit_codes_text(),
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", metavar="PATH",
                         help="the verifier's SQLite database file (default: from the verifier configuration)")
     parser.add_argument("--config", metavar="FILE",
@@ -68,19 +147,20 @@ def build_parser():
                              "(logged as a warning; 9 and 10 are never touched)")
     parser.add_argument("--force", action="store_true",
                         help="write even though a keylime_verifier process is running")
-    parser.add_argument("--max-resets", metavar="N", type=_positive_int, default=C.DEFAULT_MAX_RESETS,
+    parser.add_argument("--max-resets", metavar="N", type=_argparse_type(_positive_int), default=C.DEFAULT_MAX_RESETS,
                         help="leave an agent FAILED after N resets without a successful attestation "
                              "(default %(default)s)")
     parser.add_argument("--state-file", metavar="PATH", default=C.STATE_FILE,
                         help="where the reset counts are kept (default %(default)s)")
-    parser.add_argument("--busy-timeout", metavar="SECONDS", type=_timeout, default=C.DEFAULT_BUSY_TIMEOUT,
+    parser.add_argument("--busy-timeout", metavar="SECONDS", type=_argparse_type(_timeout), default=C.DEFAULT_BUSY_TIMEOUT,
                         help="how long to wait for a locked database (default %(default)s)")
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     return parser
 
 
 def main(argv=None, stdout=None, stderr=None, syslog_sink=None, environ=None, proc_root="/proc"):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = fast_parse(argv) or build_parser().parse_args(argv)
     from .event_log import EventLog
     from .reset import ResetOptions, run
     from .report import JsonReport, TableReport

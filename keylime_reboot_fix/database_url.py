@@ -8,7 +8,6 @@ masked() forms of it are ever put into a message.
 """
 
 import os
-import re
 
 from . import constants as C
 from .errors import ConfigError
@@ -17,8 +16,9 @@ SQLITE_PREFIX = "sqlite:///"
 # Engines a Keylime fleet shares (keylime/db/keylime_db.py hands the URL to SQLAlchemy).
 SERVER_BACKENDS = ("postgresql", "mysql", "mariadb")
 
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:)(.*)@", re.S)
-_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd)=)[^&]*", re.I)
+# Patterns for a fleet's URL only; compiled on first use (re stays off the SQLite boot path).
+_USERINFO = r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:)(.*)@"
+_QUERY_PASSWORD = r"([?&](?:password|passwd)=)[^&]*"
 MASK = "***"
 
 
@@ -58,23 +58,28 @@ def server_url(database_url):
 
 def password(database_url):
     """The password as written in the URL's user info (still %-encoded), or None."""
-    match = _USERINFO.match(database_url)
+    import re
+
+    match = re.match(_USERINFO, database_url, re.S)
     return match.group(2) if match and match.group(2) else None
 
 
 def masked(database_url):
     """The URL with the password of its user info and any password= query value replaced."""
-    text = _USERINFO.sub(lambda m: m.group(1) + MASK + "@", database_url, count=1)
-    return _QUERY_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+    import re
+
+    text = re.sub(_USERINFO, lambda m: m.group(1) + MASK + "@", database_url, count=1, flags=re.S)
+    return re.sub(_QUERY_PASSWORD, lambda m: m.group(1) + MASK, text, flags=re.I)
 
 
 def secrets(database_url):
     """Every spelling of the URL's passwords a driver might echo: as written, decoded, re-encoded."""
+    import re
     from urllib.parse import quote, unquote  # only for a fleet's URL: not on the SQLite boot path
 
     found = set()
     for value in [password(database_url)] + [m.group(0).split("=", 1)[1]
-                                              for m in _QUERY_PASSWORD.finditer(database_url)]:
+                                              for m in re.finditer(_QUERY_PASSWORD, database_url, re.I)]:
         if value:
             found.update((value, unquote(value), quote(unquote(value), safe="")))
     return sorted((s for s in found if s), key=len, reverse=True)

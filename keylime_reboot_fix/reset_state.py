@@ -53,10 +53,42 @@ def read_entries(path):
             yield tuple(value)
 
 
+HEADER_LINE = '{"format": "keylime-reboot-fix reset state", "version": 1}\n'
+
+
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def _json_string(text):
+    """A JSON string literal, as json.dumps writes it (which would import the re module at boot)."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[ch])
+        elif code < 0x20 or code > 0x7E:
+            if code > 0xFFFF:  # outside the BMP: a UTF-16 surrogate pair, as json.dumps does
+                code -= 0x10000
+                out.append("\\u%04x\\u%04x" % (0xD800 | (code >> 10), 0xDC00 | (code & 0x3FF)))
+            else:
+                out.append("\\u%04x" % code)
+        else:
+            out.append(ch)
+    return '"%s"' % "".join(out)
+
+
+def _json_count(value):
+    return "null" if value is None else "%d" % value
+
+
+def format_entry(entry):
+    """One state line: ["agent", resets, attestation_count, last_successful_attestation]."""
+    agent_id, resets, count, last = entry
+    return "[%s, %d, %s, %s]\n" % (_json_string(agent_id), resets, _json_count(count), _json_count(last))
+
+
 def write_entries(path, entries):
     """Atomically replace the file with the given entries (an iterable, consumed once)."""
-    import json
-
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
     try:
@@ -66,9 +98,9 @@ def write_entries(path, entries):
         raise StateFileUnwritable("cannot write reset-state file %s: %s" % (path, exc.strerror)) from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(HEADER, sort_keys=True) + "\n")
+            handle.write(HEADER_LINE)
             for entry in entries:
-                handle.write(json.dumps(list(entry)) + "\n")
+                handle.write(format_entry(entry))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
