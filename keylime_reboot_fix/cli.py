@@ -46,6 +46,12 @@ def _positive_int(text):
     return value
 
 
+def _path(text):
+    if not text:
+        raise BadValue("must not be empty")
+    return text
+
+
 def _timeout(text):
     try:
         value = float(text)
@@ -59,10 +65,10 @@ def _timeout(text):
 # Options taking a value: (converter, default). Flags default to False. The one list both
 # parsers are built from.
 VALUE_OPTIONS = {
-    "db": (str, None),
-    "config": (str, None),
+    "db": (_path, None),
+    "config": (_path, None),
     "max-resets": (_positive_int, C.DEFAULT_MAX_RESETS),
-    "state-file": (str, C.STATE_FILE),
+    "state-file": (_path, C.STATE_FILE),
     "busy-timeout": (_timeout, C.DEFAULT_BUSY_TIMEOUT),
 }
 FLAGS = ("dry-run", "json", "any-cause", "force")
@@ -135,13 +141,15 @@ def build_parser():
 
     parser = Parser(prog=C.PROGRAM, description=DESCRIPTION, epilog=_exit_codes_text(),
                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", metavar="PATH",
+    parser.add_argument("--db", metavar="PATH", type=_argparse_type(_path),
                         help="the verifier's SQLite database file (default: from the verifier configuration)")
-    parser.add_argument("--config", metavar="FILE",
+    parser.add_argument("--config", metavar="FILE", type=_argparse_type(_path),
                         help="read this verifier configuration file only, instead of the search")
     parser.add_argument("--dry-run", action="store_true",
                         help="open the database read-only and show what would be reset, and why not")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    parser.add_argument("--json", action="store_true",
+                        help="print the report as JSON instead of a table (on an error: nothing on "
+                             "stdout, the one-line error on stderr and the exit code)")
     parser.add_argument("--any-cause", action="store_true",
                         help="reset FAILED agents of this verifier whatever their last_event_id "
                              "(logged as a warning; 9 and 10 are never touched)")
@@ -150,7 +158,7 @@ def build_parser():
     parser.add_argument("--max-resets", metavar="N", type=_argparse_type(_positive_int), default=C.DEFAULT_MAX_RESETS,
                         help="leave an agent FAILED after N resets without a successful attestation "
                              "(default %(default)s)")
-    parser.add_argument("--state-file", metavar="PATH", default=C.STATE_FILE,
+    parser.add_argument("--state-file", metavar="PATH", type=_argparse_type(_path), default=C.STATE_FILE,
                         help="where the reset counts are kept (default %(default)s)")
     parser.add_argument("--busy-timeout", metavar="SECONDS", type=_argparse_type(_timeout), default=C.DEFAULT_BUSY_TIMEOUT,
                         help="how long to wait for a locked database (default %(default)s)")

@@ -126,14 +126,40 @@ def _first_boot(log, report, context, counts, why):
     return counts
 
 
+def shown(value):
+    """A value from the database as it may appear in a log line: control characters escaped."""
+    text = value if isinstance(value, str) else repr(value) if isinstance(value, bytes) else str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+class _Stdout:
+    """The report, unless its reader went away: the log must go on either way (an audit trail)."""
+
+    def __init__(self, report, log):
+        self.report, self.log, self.broken = report, log, False
+
+    def __call__(self, method, *args):
+        if self.broken:
+            return
+        try:
+            getattr(self.report, method)(*args)
+        except BrokenPipeError:
+            self.broken = True
+            self.log.warning("standard output was closed; the table is incomplete, the log is not")
+
+
 def _report(store, log, report, context, counts, rule, path):
     dry_run = context["dry_run"]
-    report.begin(context)
+    out = _Stdout(report, log)
+    out("begin", context)
     for row in store.verdict_rows():
-        report.row(row)
+        out("row", row)
         if dry_run:
             continue
         agent_id, _vid, ip, port, event, _sev, _count, _last, verdict, resets = row
+        agent_id, ip, event = shown(agent_id), shown(ip), shown(event)
         if verdict == V.RESET:
             log.info("reset agent %s (%s:%s, %s) from FAILED (%d) to GET_QUOTE (%d): reset %d of %d "
                      "without attestation" % (agent_id, ip, port, event, C.RESET_FROM, C.RESET_TO,
@@ -142,5 +168,5 @@ def _report(store, log, report, context, counts, rule, path):
             log.warning("agent %s left FAILED: reset %d times without a successful attestation since "
                         "(max %d); check the agent host, then reactivate it with "
                         "'keylime_tenant -c reactivate -u %s'" % (agent_id, resets, rule.max_resets, agent_id))
-    report.end(counts)
+    out("end", counts)
     log.info(_summary(counts, rule, path, dry_run))

@@ -11,13 +11,20 @@ import os
 import stat
 
 from . import constants as C
-from .errors import PermissionProblem, StateFileCorrupt, StateFileUnwritable
+from .errors import DatabaseCorrupt, PermissionProblem, StateFileCorrupt, StateFileUnwritable
 
 HEADER = {"format": "keylime-reboot-fix reset state", "version": 1}
 
 
 def _is_count(value):
     return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _numbered_lines(handle, path):
+    try:
+        yield from enumerate(handle, 1)
+    except UnicodeDecodeError as exc:
+        raise StateFileCorrupt("reset-state file %s is not UTF-8 text" % path) from exc
 
 
 def read_entries(path):
@@ -37,7 +44,7 @@ def read_entries(path):
     import json  # json only once there is a state file: most boots have none to read
 
     with handle:
-        for number, line in enumerate(handle, 1):
+        for number, line in _numbered_lines(handle, path):
             try:
                 value = json.loads(line)
             except ValueError:
@@ -87,6 +94,17 @@ def format_entry(entry):
     return "[%s, %d, %s, %s]\n" % (_json_string(agent_id), resets, _json_count(count), _json_count(last))
 
 
+def _checked_line(entry):
+    """format_entry(), or DatabaseCorrupt naming the row whose values are not text and integers."""
+    agent_id, _resets, count, last = entry
+    if not isinstance(agent_id, str) or not all(v is None or (isinstance(v, int) and not isinstance(v, bool))
+                                                for v in (count, last)):
+        raise DatabaseCorrupt("verifier database has a FAILED row whose agent_id is not text or whose "
+                              "attestation_count / last_successful_attestation is not an integer: %r"
+                              % (agent_id,))
+    return format_entry(entry)
+
+
 def write_entries(path, entries):
     """Atomically replace the file with the given entries (an iterable, consumed once)."""
     directory = os.path.dirname(path) or "."
@@ -100,7 +118,7 @@ def write_entries(path, entries):
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(HEADER_LINE)
             for entry in entries:
-                handle.write(format_entry(entry))
+                handle.write(_checked_line(entry))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -109,12 +127,14 @@ def write_entries(path, entries):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except OSError as exc:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise StateFileUnwritable("cannot write reset-state file %s: %s" % (path, exc.strerror)) from exc
+        if isinstance(exc, OSError):
+            raise StateFileUnwritable("cannot write reset-state file %s: %s" % (path, exc.strerror)) from exc
+        raise
 
 
 def dir_owner(path):

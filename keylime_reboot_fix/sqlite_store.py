@@ -68,7 +68,8 @@ class SqliteVerifierDb:
     def __init__(self, path, write, busy_timeout):
         self.path = path
         self.write = write
-        uri = "file:%s?mode=%s" % (_uri_path(path), "rw" if write else "ro")
+        # file:// + an absolute path: an empty authority, so a path beginning with // stays a path.
+        uri = "file://%s?mode=%s" % (_uri_path(path), "rw" if write else "ro")
         try:
             self.conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
             for pragma in _PRAGMAS:
@@ -83,10 +84,15 @@ class SqliteVerifierDb:
             raise _translate(exc, self.path) from exc
 
     def has_verifier_table(self):
-        """False on first boot, before the verifier's migrations created its table."""
-        row = self._run(lambda: self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (C.VERIFIER_TABLE,)).fetchone())
-        return row is not None
+        """False on first boot (no table at all yet); DatabaseCorrupt for another program's database."""
+        names = {r[0] for r in self._run(lambda: self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall())}
+        if C.VERIFIER_TABLE in names:
+            return True
+        if names:
+            raise DatabaseCorrupt("database %s is not a Keylime verifier database: it has tables but no %s"
+                                  % (self.path, C.VERIFIER_TABLE))
+        return False
 
     def check_columns(self):
         names = {r[1] for r in self._run(lambda: self.conn.execute(

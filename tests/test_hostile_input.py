@@ -1,0 +1,100 @@
+"""Found by trying to break the command as a new user would: each gets a clear error or is safe."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from tests import demo_fleet
+from tests.conftest import ROOT, run_reset
+from tests.support.verifier_db import agent
+
+NR = "internal.verifier.not_reachable"
+
+
+def cli(args, **kw):
+    return subprocess.run([sys.executable, "-m", "keylime_reboot_fix", "--force"] + args, cwd=ROOT,
+                          capture_output=True, text=True, **kw)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--db="], "argument --db: must not be empty"),
+    (["--state-file", ""], "argument --state-file: must not be empty"),
+    (["--config="], "argument --config: must not be empty"),
+])
+def test_empty_paths_are_usage_errors_not_the_production_database(argv, message):
+    proc = cli(argv)
+    assert (proc.returncode, proc.stdout) == (64, "")
+    assert proc.stderr.splitlines()[-1] == "keylime-reset-failed: error: %s (see --help)" % message
+
+
+def test_closed_stdout_does_not_cut_the_audit_log(fleet):
+    rows = [agent("a%04d" % i, 7, NR) for i in range(3000)]
+    db = fleet(rows)
+    proc = subprocess.Popen([sys.executable, "-m", "keylime_reboot_fix", "--force"] + db.args, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader goes away at once, as "| head -1" does
+    err = proc.stderr.read()
+    assert proc.wait() == 0
+    lines = err.splitlines()
+    assert sum(1 for line in lines if line.startswith("keylime-reset-failed: reset agent a")) == 3000
+    assert "keylime-reset-failed: warning: standard output was closed; the table is incomplete, the log is not" \
+        in lines
+    assert lines[-1].startswith("keylime-reset-failed: reset 3000 agent(s) of verifier 'default'")
+    assert set(db.states().values()) == {3}
+
+
+@pytest.mark.parametrize("column, value", [("agent_id", b"bad\xff"), ("attestation_count", "abc")])
+def test_non_text_or_non_integer_values_are_65_and_leave_nothing(fleet, column, value):
+    db = fleet([agent("good", 7, NR), agent("odd", 7, NR)])
+    conn = sqlite3.connect(db.path)
+    conn.execute("UPDATE verifiermain SET %s = ? WHERE agent_id = 'odd'" % column, (value,))
+    conn.commit()
+    conn.close()
+    before = db.dump()
+    result = run_reset(db.args)
+    assert result.code == 65
+    assert result.syslog[-1][1].startswith("verifier database has a FAILED row whose agent_id is not text")
+    assert db.dump() == before
+    assert os.listdir(os.path.dirname(db.state_file)) == []  # no temporary file left behind
+
+
+def test_control_characters_in_agent_ids_are_escaped_in_the_log(fleet):
+    db = fleet([agent("evil\nreset agent forged\x1b[31m", 7, NR)])
+    result = run_reset(db.args)
+    assert result.code == 0
+    assert result.syslog[0] == ("info", "reset agent evil\\nreset agent forged\\x1b[31m (127.0.0.1:9002, %s) from "
+                                        "FAILED (7) to GET_QUOTE (3): reset 1 of 3 without attestation" % NR)
+    assert all("\n" not in message and "\x1b" not in message for _lvl, message in result.syslog)
+
+
+def test_undecodable_state_file_is_65(fleet):
+    db = fleet(demo_fleet.rows())
+    os.makedirs(os.path.dirname(db.state_file))
+    with open(db.state_file, "wb") as handle:
+        handle.write(b'{"format": "keylime-reboot-fix reset state", "version": 1}\n\xff\xfe\x00garbage\n')
+    result = run_reset(db.args)
+    assert result.code == 65
+    assert result.syslog == [("error", "reset-state file %s is not UTF-8 text" % db.state_file)]
+    assert db.states()["agent-02-unreachable"] == 7
+
+
+def test_a_path_beginning_with_two_slashes_is_a_path(fleet):
+    db = fleet(demo_fleet.rows())
+    result = run_reset(["--db", "/" + db.path, "--state-file", db.state_file])
+    assert result.code == 0
+    assert db.states()["agent-02-unreachable"] == 3
+
+
+def test_another_programs_database_is_not_a_first_boot(tmp_path):
+    path = str(tmp_path / "cv_data.sqlite")
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE foo (x)")
+    conn.commit()
+    conn.close()
+    result = run_reset(["--db", path, "--state-file", str(tmp_path / "s")])
+    assert result.code == 65
+    assert result.syslog == [("error", "database %s is not a Keylime verifier database: it has tables but no "
+                                       "verifiermain" % path)]
