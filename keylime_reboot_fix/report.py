@@ -11,6 +11,15 @@ COLUMNS = (("AGENT_ID", 36), ("VERIFIER", 10), ("ADDRESS", 21), ("LAST_EVENT_ID"
            ("ATTESTATIONS", 12), ("VERDICT", 11))
 
 
+def shown(value):
+    """A value from the database as a log line or table cell shows it: control characters escaped,
+    so that an agent_id can neither forge a line nor send escape sequences to a terminal."""
+    text = value if isinstance(value, str) else repr(value) if isinstance(value, bytes) else str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def _address(ip, port):
     return "%s:%s" % (ip if ip is not None else "-", port if port is not None else "-")
 
@@ -38,9 +47,9 @@ class TableReport:
         cells = (agent_id, verifier_id if verifier_id is not None else "NULL", _address(ip, port),
                  event if event is not None else "NULL", "-" if count is None else str(count),
                  verdict_label(verdict, self.context["dry_run"]))
-        line = "  ".join(str(c).ljust(w) for c, (_n, w) in zip(cells, COLUMNS))
-        self.out.write("%s  %s\n" % (line, V.reason(verdict, event, verifier_id, resets,
-                                                     self.context["max_resets"])))
+        line = "  ".join(shown(c).ljust(w) for c, (_n, w) in zip(cells, COLUMNS))
+        self.out.write("%s  %s\n" % (line, shown(V.reason(verdict, event, verifier_id, resets,
+                                                           self.context["max_resets"]))))
         self.rows += 1
 
     def end(self, counts):

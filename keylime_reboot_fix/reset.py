@@ -13,6 +13,7 @@ from . import constants as C
 from . import database_url, db_path, reset_state, verifier_config
 from . import verdicts as V
 from .errors import ResetError, VerifierRunning
+from .report import shown
 from .running_verifier import running_verifiers
 from .sqlite_store import SqliteVerifierDb
 
@@ -124,14 +125,6 @@ def _first_boot(log, report, context, counts, why):
     report.begin(context)
     report.end(counts)
     return counts
-
-
-def shown(value):
-    """A value from the database as it may appear in a log line: control characters escaped."""
-    text = value if isinstance(value, str) else repr(value) if isinstance(value, bytes) else str(value)
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class _Stdout:

@@ -68,6 +68,12 @@ def test_control_characters_in_agent_ids_are_escaped_in_the_log(fleet):
     assert result.syslog[0] == ("info", "reset agent evil\\nreset agent forged\\x1b[31m (127.0.0.1:9002, %s) from "
                                         "FAILED (7) to GET_QUOTE (3): reset 1 of 3 without attestation" % NR)
     assert all("\n" not in message and "\x1b" not in message for _lvl, message in result.syslog)
+    # The table too: one line for the row, the escapes shown, not sent to the terminal.
+    table = result.stdout.splitlines()
+    assert len(table) == 3
+    assert table[2].split()[:2] == ["evil\\nreset", "agent"]
+    assert table[2].split("  ")[0] == "evil\\nreset agent forged\\x1b[31m"
+    assert "\x1b" not in result.stdout
 
 
 def test_undecodable_state_file_is_65(fleet):
