@@ -11,6 +11,9 @@ look fast.
 A is the real command line as the verifier's ExecStartPre runs it, under Debian's interpreter:
   /usr/bin/python3 bin/keylime-reset-failed --db DB --state-file STATE --force
 B is bench/reference-reset.sh DB. Both get stdout on /dev/null and a minimal environment.
+F (the floor) is the bare UPDATE of exactly A's rows with the sqlite3 command line: no
+interpreter, no count, no log, no reset state, no table. It is what any reset that checks cause
+and verifier must pay at least, and shows which ratio targets any implementation can reach.
 
 Usage: python3 bench/run.py [--sizes 10,1000,100000,1000000] [--reps 9] [--reps-large 3]
        (make bench; see --help). Writes bench/results/latest.md and latest.json.
@@ -40,6 +43,10 @@ import syslog_sink  # noqa: E402
 from keylime_reboot_fix import constants as C  # noqa: E402
 
 REFERENCE = os.path.join(BENCH, "reference-reset.sh")
+FLOOR_SQL = ("UPDATE {t} SET operational_state = {to} WHERE operational_state = {frm} AND verifier_id = '{uuid}'"
+             " AND last_event_id IN ({events})").format(
+                 t=C.VERIFIER_TABLE, to=C.RESET_TO, frm=C.RESET_FROM, uuid=C.DEFAULT_VERIFIER_UUID,
+                 events=", ".join("'%s'" % e for e in C.CONNECTIVITY_EVENTS))
 DEFAULT_SIZES = (10, 1000, 100000, 1000000)
 MiB = 1024 * 1024
 
@@ -134,6 +141,8 @@ def command(which, db, state, args, home):
         # The command as installed: a script that imports the package (no runpy, as -m would add).
         return [args.python, os.path.join(args.tree, "bin", "keylime-reset-failed"), "--db", db,
                 "--state-file", state, "--force"], env
+    if which == "F":
+        return ["sqlite3", db, FLOOR_SQL], env
     return [REFERENCE, db], env
 
 
@@ -177,7 +186,7 @@ def launcher_overhead(scratch, runs=20):
 
 
 def expected_groups(groups, which):
-    """The (state, event, verifier) -> rows picture after a correct run of A or B."""
+    """The (state, event, verifier) -> rows picture after a correct run of A, B or F (F = A's rows)."""
     out = collections.Counter()
     for state, event, verifier, rows in groups:
         if state == C.FAILED and (which == "B" or (
@@ -254,6 +263,8 @@ def bench_size(n, args, scratch):
                       "rss_mib": [r / 1024.0 for r in rss],
                       "resets": sorted({s["resets"] for s in samples}, key=repr),
                       "syslog_lines": sorted({s["syslog_lines"] for s in samples}, key=repr)}
+    if "F" in runs and "B" in runs:
+        row["floor_ratio"] = row["F"]["median_s"] / row["B"]["median_s"]
     if "A" in runs and "B" in runs:
         row["ratio"] = row["A"]["median_s"] / row["B"]["median_s"]
         row["cpu_ratio"] = row["A"]["cpu_median_s"] / row["B"]["cpu_median_s"]
@@ -269,8 +280,10 @@ def targets(rows):
     for n, limit in TARGET_RATIOS:
         r = by_n.get(n)
         ok = None if not r or "ratio" not in r else r["ratio"] <= limit
-        out.append(("A/B wall time <= %.1f at %s agents" % (limit, "{:,}".format(n)),
-                    "%.2f" % r["ratio"] if ok is not None else "not measured", ok))
+        measured = "%.2f" % r["ratio"] if ok is not None else "not measured"
+        if ok is not None and "floor_ratio" in r:
+            measured += " (bare UPDATE F/B: %.2f)" % r["floor_ratio"]
+        out.append(("A/B wall time <= %.1f at %s agents" % (limit, "{:,}".format(n)), measured, ok))
     r = by_n.get(RSS_AT)
     ok = None if not r or "A" not in r else r["A"]["peak_rss_mib"] < RSS_LIMIT_MIB
     out.append(("A peak RSS < %d MiB at %s agents" % (RSS_LIMIT_MIB, "{:,}".format(RSS_AT)),
@@ -332,6 +345,22 @@ def render(report):
            "When: %s; commit %s; %s" % (report["when"], report["commit"], report["machine"]),
            "Cache: %s; syslog: %s" % (report["cache"], report["syslog"]), "",
            "\n".join(lines), ""]
+    if any("F" in r for r in rows):
+        out += ["Floor F, the bare UPDATE of exactly A's rows (`sqlite3 DB \"%s\"`): the least any "
+                "reset that checks cause and verifier costs, in the same runs:" % FLOOR_SQL, "",
+                "| agents | F median | F/B | A/F | F CPU | F peak RSS | F reset |",
+                "|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            if "F" not in r:
+                continue
+            f = r["F"]
+            out.append("| %s | %.1f ms | %s | %s | %.1f ms | %.1f MiB | %s |" % (
+                "{:,}".format(r["agents"]), f["median_s"] * 1e3,
+                "%.2f" % r["floor_ratio"] if "floor_ratio" in r else "-",
+                "%.2f" % (r["A"]["median_s"] / f["median_s"]) if "A" in r else "-",
+                f["cpu_median_s"] * 1e3, f["peak_rss_mib"],
+                ",".join("{:,}".format(x) for x in f["resets"] if x is not None) or "-"))
+        out.append("")
     if report.get("startup_line"):
         out += [report["startup_line"], ""]
     out += ["| target | measured | verdict |", "|---|---:|---|"]
@@ -377,7 +406,9 @@ def parse(argv):
                    help="timed runs per command at sizes >= --large-from (default 3)")
     p.add_argument("--large-from", type=int, default=1000000)
     p.add_argument("--warmup", type=int, default=1, help="untimed runs of each command first (default 1)")
-    p.add_argument("--only", choices=("A", "B"), help="run only one of the two commands")
+    p.add_argument("--only", choices=("A", "B", "F"), help="run only one of the commands")
+    p.add_argument("--no-floor", dest="floor", action="store_false",
+                   help="do not run F, the bare UPDATE (the lower bound for any reset)")
     p.add_argument("--cache", choices=("warm", "cold"), default="warm",
                    help="warm: the restored copy stays in the page cache (default); cold: it is "
                         "dropped from the cache before each run (posix_fadvise DONTNEED), like at boot")
@@ -393,7 +424,7 @@ def parse(argv):
                    help="skip the exact after-run check of the database")
     args = p.parse_args(argv)
     args.sizes = [int(s.replace("_", "")) for s in args.sizes.replace(" ", "").split(",") if s]
-    args.commands = [args.only] if args.only else ["A", "B"]
+    args.commands = [args.only] if args.only else ["A", "B"] + (["F"] if args.floor else [])
     ARGS_PYTHON[0] = args.python
     return args
 
@@ -447,6 +478,7 @@ def main(argv=None):
         "commit": git_commit(), "machine": machine(), "cache": args.cache, "syslog": syslog,
         "a_command": "%s bin/keylime-reset-failed --db DB --state-file STATE --force" % args.python,
         "b_command": "bench/reference-reset.sh DB",
+        "f_command": 'sqlite3 DB "%s"' % FLOOR_SQL,
         "seconds": round(time.monotonic() - started, 1), "rows": rows,
         "launcher_overhead_s": overhead,
         "targets": targets(rows),

@@ -16,11 +16,15 @@ from .errors import DatabaseCorrupt, DatabaseLocked, DatabaseUnreadable, Permiss
 REQUIRED_COLUMNS = ("agent_id", "verifier_id", "operational_state", "severity_level", "last_event_id",
                     "attestation_count", "last_successful_attestation", "ip", "port")
 
-# Temporary tables in a small fixed page cache (KiB) spilling to a file: the resident memory of a
-# run is then the same for ten agents and for a million. The main database keeps SQLite's default
-# cache, as the sqlite3 shell does: a smaller one makes the UPDATE spill dirty pages more often,
-# and every spill costs an fsync of the journal.
-_PRAGMAS = ("PRAGMA temp_store = FILE", "PRAGMA temp.cache_size = -512")
+# Temporary tables in a small fixed page cache (64 KiB, 16 pages) spilling to a file, and rows
+# fetched FETCH at a time: what a run holds is then the same for 35 FAILED rows and for 35,000.
+# (With 512 KiB and 512 rows, A's peak RSS was 13.4 MiB at 1,000 agents and 16.4 MiB at 1,000,000;
+# with these, 13.2 and 15.2 MiB, in no measurable extra time: the temporary file stays in the OS
+# cache.) The main database keeps SQLite's default cache, as the sqlite3 shell does: a smaller one
+# makes the UPDATE spill dirty pages more often, and every spill costs an fsync of the journal.
+_PRAGMAS = ("PRAGMA temp_store = FILE", "PRAGMA temp.cache_size = -64")
+
+FETCH = 64
 
 _SETUP_TEMP = """
 CREATE TEMP TABLE reset_state (agent_id TEXT PRIMARY KEY, resets INTEGER, attestation_count INTEGER,
@@ -119,7 +123,7 @@ class SqliteVerifierDb:
         """
         cursor = self._run(self.conn.execute, _FAILED_ROWS)
         while True:
-            rows = self._run(cursor.fetchmany, 512)
+            rows = self._run(cursor.fetchmany, FETCH)
             if not rows:
                 return
             for r in rows:
@@ -173,7 +177,7 @@ class SqliteVerifierDb:
 
     def _iterate(self, cursor):
         while True:
-            rows = self._run(cursor.fetchmany, 512)
+            rows = self._run(cursor.fetchmany, FETCH)
             if not rows:
                 return
             yield from rows

@@ -74,6 +74,10 @@ def test_both_commands_reset_exactly_their_rows(report):
     assert [r["agents"] for r in rows] == [10, 100]
     # A: only the unreachable rows of this verifier; B: every state-7 row whatever its cause.
     assert [(r["A"]["resets"], r["B"]["resets"]) for r in rows] == [([1], [2]), ([3], [4])]
+    # F, the bare UPDATE (the floor): exactly A's rows, no syslog line.
+    assert [(r["F"]["resets"], r["F"]["syslog_lines"]) for r in rows] == [([1], [0]), ([3], [0])]
+    assert [r["floor_ratio"] for r in rows] == [pytest.approx(r["F"]["median_s"] / r["B"]["median_s"])
+                                                for r in rows]
     assert [r["reps"] for r in rows] == [1, 1]
     for r in rows:
         for which in "AB":
@@ -94,10 +98,16 @@ def test_report_structure(report):
     lines = md.splitlines()
     header = [l for l in lines if l.startswith("| agents |")]
     assert header == ["| agents | DB size | runs | A median | B median | A/B | A CPU | B CPU | A/B CPU "
-                      "| A peak RSS | B peak RSS | A reset | B reset | syslog lines A/B |"]
+                      "| A peak RSS | B peak RSS | A reset | B reset | syslog lines A/B |",
+                      "| agents | F median | F/B | A/F | F CPU | F peak RSS | F reset |"]
     data = [l for l in lines if l.startswith("| 10 |") or l.startswith("| 100 |")]
-    assert len(data) == 2 and all(l.count("|") == 15 for l in data)
+    assert len(data) == 4 and all(l.count("|") == 15 for l in data[:2])
     assert data[0].endswith("| 1 | 2 | 2/1 |") and data[1].endswith("| 3 | 4 | 4/1 |")
+    # The floor table: F's rows reset, after its exact header.
+    floor_header = lines.index("| agents | F median | F/B | A/F | F CPU | F peak RSS | F reset |")
+    assert lines[floor_header + 2:floor_header + 4] == data[2:]
+    assert all(l.count("|") == 8 for l in data[2:])
+    assert data[2].endswith("| 1 |") and data[3].endswith("| 3 |")
     verdicts = [(t, ok) for t, _m, ok in report["targets"]]
     assert verdicts[0][0] == "A/B wall time <= 3.0 at 10 agents" and verdicts[0][1] in (True, False)
     assert [ok for _t, ok in verdicts[1:]] == [None, None, None, None]  # sizes not run here
