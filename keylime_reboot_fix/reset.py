@@ -104,8 +104,7 @@ def run(options, log, report, environ=None, proc_root="/proc"):
         store.begin()
         store.load_reset_state(reset_state.read_entries(options.state_file))
         store.record_verdicts(_classified(store.failed_rows(), rule))
-        for verdict in counts:
-            counts[verdict] = store.count_verdict(verdict)
+        counts = store.count_verdicts(tuple(counts))
         if not options.dry_run and counts[V.RESET]:
             updated = store.reset(V.RESET, rule.uuid, rule.events)
             if updated != counts[V.RESET]:

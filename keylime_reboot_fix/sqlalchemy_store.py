@@ -308,9 +308,11 @@ class SqlAlchemyVerifierDb:
         """Store (agent_id, verifier_id, ip, port, event, severity, count, last, verdict, resets) rows."""
         self._run(self._insert, "krf_verdicts", ((seq,) + tuple(row) for seq, row in enumerate(verdict_rows, 1)))
 
-    def count_verdict(self, verdict):
-        return self._run(lambda: self._exec("SELECT count(*) FROM krf_verdicts WHERE verdict = :v",
-                                            {"v": verdict}).scalar())
+    def count_verdicts(self, verdicts):
+        """{verdict: rows} for each of `verdicts`, in one statement."""
+        rows = self._run(lambda: self._exec("SELECT verdict, count(*) FROM krf_verdicts GROUP BY verdict").fetchall())
+        found = dict(rows)
+        return {verdict: found.get(verdict, 0) for verdict in verdicts}
 
     def reset(self, verdict, uuid, events):
         """One UPDATE of the rows given `verdict`, re-checking state, verifier and cause; row count."""

@@ -134,9 +134,10 @@ class SqliteVerifierDb:
         self._run(self.conn.executemany,
                   "INSERT INTO temp.verdicts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", verdict_rows)
 
-    def count_verdict(self, verdict):
-        return self._run(lambda: self.conn.execute(
-            "SELECT count(*) FROM temp.verdicts WHERE verdict = ?", (verdict,)).fetchone()[0])
+    def count_verdicts(self, verdicts):
+        """{verdict: rows} for each of `verdicts`, in one scan of temp.verdicts (a GROUP BY would sort)."""
+        sql = "SELECT %s FROM temp.verdicts" % ", ".join(["coalesce(sum(verdict = ?), 0)"] * len(verdicts))
+        return dict(zip(verdicts, self._run(lambda: self.conn.execute(sql, verdicts).fetchone())))
 
     def reset(self, verdict, uuid, events):
         """One UPDATE of the rows given `verdict`, re-checking state, verifier and cause; row count.
