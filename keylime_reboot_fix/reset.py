@@ -37,9 +37,12 @@ class ResetOptions:
 
 
 def _classified(rows, rule):
-    for agent_id, verifier_id, ip, port, event, severity, count, last, previous in rows:
+    """Verdict rows from failed_rows(); whatever a store adds after the nine fields (its own key
+    for the row) is passed back to it unread."""
+    for row in rows:
+        agent_id, verifier_id, ip, port, event, severity, count, last, previous = row[:9]
         verdict, resets = rule.classify(verifier_id, event, count, last, previous)
-        yield agent_id, verifier_id, ip, port, event, severity, count, last, verdict, resets
+        yield (agent_id, verifier_id, ip, port, event, severity, count, last, verdict, resets) + row[9:]
 
 
 def _summary(counts, rule, path, dry_run):

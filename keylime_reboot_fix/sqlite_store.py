@@ -31,14 +31,15 @@ CREATE TEMP TABLE reset_state (agent_id TEXT PRIMARY KEY, resets INTEGER, attest
                                last_successful_attestation INTEGER) WITHOUT ROWID;
 CREATE TEMP TABLE verdicts (agent_id TEXT PRIMARY KEY, verifier_id TEXT, ip TEXT, port INTEGER,
                             last_event_id TEXT, severity_level INTEGER, attestation_count INTEGER,
-                            last_successful_attestation INTEGER, verdict TEXT, resets INTEGER) WITHOUT ROWID;
-CREATE TEMP TABLE selected (agent_id TEXT PRIMARY KEY) WITHOUT ROWID;
+                            last_successful_attestation INTEGER, verdict TEXT, resets INTEGER,
+                            row_id INTEGER) WITHOUT ROWID;
+CREATE TEMP TABLE selected (row_id INTEGER PRIMARY KEY);
 """
 
 _FAILED_ROWS = """
 SELECT v.agent_id, v.verifier_id, v.ip, v.port, v.last_event_id, v.severity_level,
        v.attestation_count, v.last_successful_attestation,
-       s.resets, s.attestation_count, s.last_successful_attestation
+       s.resets, s.attestation_count, s.last_successful_attestation, v.rowid
 FROM main.{table} AS v LEFT JOIN temp.reset_state AS s ON s.agent_id = v.agent_id
 WHERE v.operational_state = {failed}
 """.format(table=C.VERIFIER_TABLE, failed=C.RESET_FROM)
@@ -118,8 +119,9 @@ class SqliteVerifierDb:
         """Every state-FAILED row with what the reset state remembers of it.
 
         Yields (agent_id, verifier_id, ip, port, last_event_id, severity_level, attestation_count,
-        last_successful_attestation, previous) where previous is (resets, attestation_count,
-        last_successful_attestation) or None.
+        last_successful_attestation, previous, row_id) where previous is (resets, attestation_count,
+        last_successful_attestation) or None, and row_id the row's rowid, which comes back with
+        the verdict (record_verdicts) so that reset() can find the row without the agent_id index.
         """
         cursor = self._run(self.conn.execute, _FAILED_ROWS)
         while True:
@@ -127,12 +129,12 @@ class SqliteVerifierDb:
             if not rows:
                 return
             for r in rows:
-                yield r[:8] + ((r[8], r[9], r[10]) if r[8] is not None else None,)
+                yield r[:8] + ((r[8], r[9], r[10]) if r[8] is not None else None, r[11])
 
     def record_verdicts(self, verdict_rows):
-        """Store (agent_id, verifier_id, ip, port, event, severity, count, last, verdict, resets) rows."""
+        """Store (agent_id, verifier_id, ip, port, event, severity, count, last, verdict, resets, row_id) rows."""
         self._run(self.conn.executemany,
-                  "INSERT INTO temp.verdicts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", verdict_rows)
+                  "INSERT INTO temp.verdicts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", verdict_rows)
 
     def count_verdicts(self, verdicts):
         """{verdict: rows} for each of `verdicts`, in one scan of temp.verdicts (a GROUP BY would sort)."""
@@ -142,13 +144,14 @@ class SqliteVerifierDb:
     def reset(self, verdict, uuid, events):
         """One UPDATE of the rows given `verdict`, re-checking state, verifier and cause; row count.
 
-        The chosen ids go into their own keyed table first: `agent_id IN temp.selected` then walks
-        that table's key for primary-key lookups, where an IN (subquery) would build an extra
-        in-memory copy of every id."""
-        self._run(self.conn.execute, "INSERT INTO temp.selected SELECT agent_id FROM temp.verdicts WHERE verdict = ?",
+        The chosen rows' rowids (from the scan, in this same transaction) go into their own keyed
+        table first: `rowid IN temp.selected` then visits the rows in rowid order, which is the
+        order of the table's pages in the file, with no descent of the agent_id index per row; an
+        IN (subquery) would also build an extra in-memory copy of every id."""
+        self._run(self.conn.execute, "INSERT INTO temp.selected SELECT row_id FROM temp.verdicts WHERE verdict = ?",
                   (verdict,))
         sql = ("UPDATE main.{t} SET operational_state = {to} WHERE operational_state = {frm}"
-               " AND verifier_id = ? AND agent_id IN temp.selected"
+               " AND verifier_id = ? AND rowid IN temp.selected"
                ).format(t=C.VERIFIER_TABLE, to=C.RESET_TO, frm=C.RESET_FROM)
         params = [uuid]
         if events is not None:
@@ -166,15 +169,18 @@ class SqliteVerifierDb:
               FROM temp.verdicts WHERE verdict = ?1
             UNION ALL
             SELECT agent_id, resets, attestation_count, last_successful_attestation
-              FROM temp.reset_state
-             WHERE agent_id NOT IN temp.selected
+              FROM temp.reset_state AS s
+             WHERE NOT EXISTS (SELECT 1 FROM temp.verdicts AS v WHERE v.agent_id = s.agent_id AND v.verdict = ?1)
             ORDER BY 1""", (verdict,))
         return self._iterate(cursor)
 
     def verdict_rows(self):
         """The recorded verdicts in agent_id order (agent_id, verifier_id, ip, port, event,
         severity, attestation_count, last_successful_attestation, verdict, resets)."""
-        return self._iterate(self._run(self.conn.execute, "SELECT * FROM temp.verdicts ORDER BY agent_id"))
+        return self._iterate(self._run(self.conn.execute, """
+            SELECT agent_id, verifier_id, ip, port, last_event_id, severity_level, attestation_count,
+                   last_successful_attestation, verdict, resets
+              FROM temp.verdicts ORDER BY agent_id"""))
 
     def _iterate(self, cursor):
         while True:

@@ -71,6 +71,9 @@ def test_state_lines_are_exactly_what_json_dumps_writes():
     rng = random.Random(20261203)
     names = ["agent-1", 'q"uote\\back', "ctl\x00\x1f\x7f\n\t\r\b\f", "é€😀", "\ud800lone"]
     names += ["".join(chr(rng.randrange(1, 0x2FFFF)) for _ in range(64)) for _ in range(200)]
+    # Printable ASCII (the fast path) with quotes and backslashes mixed in, and the same plus DEL.
+    names += ["".join(chr(rng.randrange(0x20, 0x7F)) for _ in range(40)) for _ in range(200)]
+    names += ["".join(chr(rng.randrange(0x20, 0x80)) for _ in range(40)) for _ in range(200)]
     for name in names:
         for entry in ((name, 1, None, None), (name, 3, 17, 1764750000)):
             assert reset_state.format_entry(entry) == json.dumps(list(entry)) + "\n"
