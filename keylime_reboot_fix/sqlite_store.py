@@ -106,6 +106,19 @@ class SqliteVerifierDb:
         if missing:
             raise DatabaseCorrupt("database %s is not a Keylime verifier database: %s has no column %s"
                                   % (self.path, C.VERIFIER_TABLE, ", ".join(missing)))
+        # The reset finds its rows again by rowid: it must be the table's own row identity, not a
+        # column of that name (which SQLite would read instead) nor missing (WITHOUT ROWID).
+        shadowing = sorted(n for n in names if n.lower() in ("rowid", "_rowid_", "oid"))
+        if shadowing:
+            raise DatabaseCorrupt("database %s is not a Keylime verifier database: %s has a column named %s"
+                                  % (self.path, C.VERIFIER_TABLE, shadowing[0]))
+        try:
+            self.conn.execute("SELECT rowid FROM main.%s LIMIT 0" % C.VERIFIER_TABLE).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such column" not in str(exc):
+                raise _translate(exc, self.path) from exc
+            raise DatabaseCorrupt("database %s is not a Keylime verifier database: %s is a WITHOUT ROWID table"
+                                  % (self.path, C.VERIFIER_TABLE)) from None
 
     def begin(self):
         """Start the run's transaction: the write lock at once for a reset, a snapshot for a dry run."""

@@ -104,3 +104,48 @@ def test_another_programs_database_is_not_a_first_boot(tmp_path):
     assert result.code == 65
     assert result.syslog == [("error", "database %s is not a Keylime verifier database: it has tables but no "
                                        "verifiermain" % path)]
+
+
+def _keylime_schema_with(tmp_path, change):
+    """Keylime 7.14.3's schema with the verifiermain definition changed, and one unreachable row."""
+    with open(os.path.join(ROOT, "tests", "data", "verifier-schema-keylime-7.14.3.sql")) as handle:
+        schema = handle.read()
+    schema = change(schema)
+    path = str(tmp_path / "cv_data.sqlite")
+    conn = sqlite3.connect(path)
+    conn.executescript(schema)
+    conn.execute("INSERT INTO verifiermain (agent_id, verifier_id, operational_state, last_event_id) "
+                 "VALUES ('a1', 'default', 7, ?)", (NR,))
+    conn.commit()
+    conn.close()
+    return path
+
+
+def _without_rowid(schema):
+    start = schema.index('CREATE TABLE IF NOT EXISTS "verifiermain"')
+    end = schema.index(");", start)
+    return schema[:start] + schema[start:end] + ") WITHOUT ROWID" + schema[end + 1:]
+
+
+def _with_column(name):
+    return lambda schema: schema.replace("\tagent_id VARCHAR(80) NOT NULL, \n",
+                                         "\tagent_id VARCHAR(80) NOT NULL, \n\t%s INTEGER, \n" % name, 1)
+
+
+@pytest.mark.parametrize("change, why", [
+    (_without_rowid, "verifiermain is a WITHOUT ROWID table"),
+    (_with_column("rowid"), "verifiermain has a column named rowid"),
+    (_with_column("OID"), "verifiermain has a column named OID"),
+])
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_table_whose_rowid_is_not_its_row_identity_is_65_and_untouched(tmp_path, change, why, dry_run):
+    """The reset finds its rows again by rowid; a table where that name means something else is refused."""
+    path = _keylime_schema_with(tmp_path, change)
+    with open(path, "rb") as handle:
+        before = handle.read()
+    result = run_reset(["--db", path, "--state-file", str(tmp_path / "s")] + (["--dry-run"] if dry_run else []))
+    assert result.code == 65
+    assert result.syslog == [("error", "database %s is not a Keylime verifier database: %s" % (path, why))]
+    with open(path, "rb") as handle:
+        assert handle.read() == before
+    assert not os.path.exists(tmp_path / "s")
