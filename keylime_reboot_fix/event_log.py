@@ -9,6 +9,7 @@ import os
 import sys
 
 from . import constants as C
+from .report import shown
 
 INFO, WARNING, ERROR = "info", "warning", "error"
 
@@ -47,6 +48,10 @@ class EventLog:
         self.echo = not stderr_is_journal(environ, self.stderr)
 
     def _emit(self, level, message):
+        # One event, one line, whatever a message quotes (an error text can carry a database
+        # value): control characters are escaped here, where every line passes.
+        if not message.isprintable():
+            message = shown(message)
         if self._sink is None:
             self._sink = SyslogSink()
         self._sink(level, message)

@@ -105,7 +105,7 @@ def run(options, log, report, environ=None, proc_root="/proc"):
             log.warning("--any-cause: resetting FAILED agents of verifier '%s' whatever their "
                         "last_event_id (INVALID_QUOTE and TENANT_FAILED are still never touched)" % rule.uuid)
         store.begin()
-        store.load_reset_state(reset_state.read_entries(options.state_file))
+        store.load_reset_state(reset_state.read_entries(options.state_file), options.state_file)
         store.record_verdicts(_classified(store.failed_rows(), rule))
         counts = store.count_verdicts(tuple(counts))
         if not options.dry_run and counts[V.RESET]:
@@ -113,8 +113,18 @@ def run(options, log, report, environ=None, proc_root="/proc"):
             if updated != counts[V.RESET]:
                 raise ResetError("updated %d rows where %d were selected; rolled back, nothing changed"
                                  % (updated, counts[V.RESET]))
-            reset_state.write_entries(options.state_file, store.new_reset_state(V.RESET))
-            store.commit()
+            replaced = reset_state.write_entries(options.state_file, store.new_reset_state(V.RESET))
+            try:
+                store.commit()
+            except ResetError:
+                # A failed SQLite COMMIT (a reader still holding its lock past the busy timeout,
+                # an I/O error) changed nothing: the state must not count these resets. A server
+                # that fails its COMMIT may still have committed, so there the count stays (the
+                # safe side: the cap comes one reset early, never late).
+                if store.failed_commit_changes_nothing:
+                    replaced.restore()
+                raise
+            replaced.discard()
         _report(store, log, report, context, counts, rule, path)
         return counts
     finally:

@@ -107,15 +107,84 @@ def _checked_line(entry):
     return format_entry(entry)
 
 
+class Replaced:
+    """The previous reset-state file, kept under a second name until the commit is known.
+
+    restore() puts it back (or removes the new file when there was none): for a commit that
+    failed and so changed nothing, after which the file must not count resets that did not
+    happen. discard() drops it once the commit went through."""
+
+    def __init__(self, path, previous):
+        self.path, self.previous = path, previous
+
+    def restore(self):
+        try:
+            if self.previous is not None:
+                os.replace(self.previous, self.path)
+            else:
+                os.unlink(self.path)
+            _fsync_dir(os.path.dirname(self.path) or ".")
+        except OSError as exc:
+            raise StateFileUnwritable("cannot restore reset-state file %s after the failed commit: %s"
+                                      % (self.path, exc.strerror)) from exc
+
+    def discard(self):
+        if self.previous is not None:
+            try:
+                os.unlink(self.previous)
+            except OSError:
+                pass  # a leftover is harmless: the next run replaces it first
+
+
+def _fsync_dir(directory):
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _unlink_stale(path):
+    """A file of ours left by a run that was killed (same name: the same pid after a reboot)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _keep_previous(path, previous):
+    """Keep the current file also as `previous` (a hard link, or a copy where links fail)."""
+    _unlink_stale(previous)
+    try:
+        os.link(path, previous)
+        return previous
+    except FileNotFoundError:
+        return None  # no state yet: restoring means removing the new file
+    except OSError:
+        pass
+    with open(path, "rb") as src, open(previous, "xb") as dst:
+        while True:
+            chunk = src.read(65536)
+            if not chunk:
+                return previous
+            dst.write(chunk)
+
+
 def write_entries(path, entries):
-    """Atomically replace the file with the given entries (an iterable, consumed once)."""
+    """Atomically replace the file with the given entries (an iterable, consumed once).
+
+    Returns a Replaced, through which the caller restores the previous file if its commit fails."""
     directory = os.path.dirname(path) or "."
-    tmp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    base = os.path.basename(path)
+    tmp = os.path.join(directory, ".%s.%d.tmp" % (base, os.getpid()))
+    previous = os.path.join(directory, ".%s.previous" % base)
     try:
         os.makedirs(directory, mode=0o750, exist_ok=True)
+        _unlink_stale(tmp)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
     except OSError as exc:
         raise StateFileUnwritable("cannot write reset-state file %s: %s" % (path, exc.strerror)) from exc
+    kept = None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(HEADER_LINE)
@@ -123,20 +192,28 @@ def write_entries(path, entries):
                 handle.write(_checked_line(entry))
             handle.flush()
             os.fsync(handle.fileno())
+        kept = _keep_previous(path, previous)
         os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
     except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        for leftover in (tmp, kept):
+            if leftover is not None:
+                try:
+                    os.unlink(leftover)
+                except OSError:
+                    pass
         if isinstance(exc, OSError):
             raise StateFileUnwritable("cannot write reset-state file %s: %s" % (path, exc.strerror)) from exc
         raise
+    replaced = Replaced(path, kept)
+    try:
+        _fsync_dir(directory)
+    except OSError as exc:
+        try:
+            replaced.restore()
+        except StateFileUnwritable:
+            pass
+        raise StateFileUnwritable("cannot write reset-state file %s: %s" % (path, exc.strerror)) from exc
+    return replaced
 
 
 def dir_owner(path):

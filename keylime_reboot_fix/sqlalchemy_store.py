@@ -80,6 +80,9 @@ def _missing_module(exc, shown, names=None):
 class SqlAlchemyVerifierDb:
     """One connection to the fleet's verifier database for one reset run."""
 
+    # A server whose COMMIT fails (a connection lost on the way) may have committed all the same.
+    failed_commit_changes_nothing = False
+
     def __init__(self, url, write, busy_timeout, uuid):
         self.url = url
         self.uuid = uuid  # the verifier whose FAILED rows a reset locks
@@ -279,12 +282,12 @@ class SqlAlchemyVerifierDb:
         if batch:
             flush()
 
-    def load_reset_state(self, entries):
+    def load_reset_state(self, entries, path):
         rows = ((seq,) + tuple(entry) for seq, entry in enumerate(entries, 1))
         try:
             self._insert("krf_reset_state", rows)
         except self._sa_exc.IntegrityError:
-            raise StateFileCorrupt("reset-state file lists an agent twice") from None
+            raise StateFileCorrupt("reset-state file %s lists an agent twice" % path) from None
         except ResetError:
             raise
         except Exception as exc:

@@ -8,9 +8,11 @@ A dry run opens the file read-only (mode=ro): it cannot write even by mistake.
 """
 
 import sqlite3
+import sys
 
 from . import constants as C
-from .errors import DatabaseCorrupt, DatabaseLocked, DatabaseUnreadable, PermissionProblem
+from .report import shown
+from .errors import DatabaseCorrupt, DatabaseLocked, DatabaseUnreadable, PermissionProblem, StateFileCorrupt
 
 # Columns the reset reads; a database without them is not a Keylime verifier database.
 REQUIRED_COLUMNS = ("agent_id", "verifier_id", "operational_state", "severity_level", "last_event_id",
@@ -50,17 +52,33 @@ def _uri_path(path):
     return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
 
 
+# SQLite's primary result codes (sqlite3.h) for the errors that are not about the data.
+_BUSY, _LOCKED, _READONLY, _IOERR, _CANTOPEN, _PERM = 5, 6, 8, 10, 14, 3
+
+
 def _translate(exc, path):
-    """Map an sqlite3 error to the package's error (and so to its exit code)."""
+    """Map an sqlite3 error to the package's error (and so to its exit code).
+
+    By SQLite's result code (Python 3.11+ gives it), never by the message alone: a message can
+    quote a value from the database, and a value must not be able to pass for a lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
     text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError):
-        if "locked" in text or "busy" in text:
+    if code is None and sys.version_info < (3, 11):
+        # Older Pythons give no code: read it from SQLite's own fixed wording at the start.
+        start = text[:40]
+        code = (_BUSY if start.startswith(("database is locked", "database table is locked")) else
+                _READONLY if start.startswith("attempt to write a readonly database") else
+                _CANTOPEN if start.startswith("unable to open database") else
+                _IOERR if start.startswith("disk I/O error") else None)
+    primary = code & 0xFF if code is not None else None
+    if isinstance(exc, sqlite3.OperationalError) and primary is not None:
+        if primary in (_BUSY, _LOCKED):
             return DatabaseLocked("database %s is locked by another process (busy timeout exceeded)" % path)
-        if "readonly" in text or "read-only" in text:
+        if primary in (_READONLY, _PERM):
             return PermissionProblem("cannot write database %s: %s" % (path, text))
-        if "unable to open" in text:
+        if primary == _CANTOPEN:
             return DatabaseUnreadable("cannot open database %s: %s" % (path, text))
-        if "disk I/O" in text:
+        if primary == _IOERR:
             return DatabaseUnreadable("I/O error on database %s" % path)
     if isinstance(exc, sqlite3.DatabaseError):
         return DatabaseCorrupt("database %s is corrupt or not SQLite: %s" % (path, text))
@@ -69,6 +87,10 @@ def _translate(exc, path):
 
 class SqliteVerifierDb:
     """One connection to the verifier database for one reset run."""
+
+    # With a rollback journal a COMMIT that fails leaves the database as it was (or with a hot
+    # journal that the next opener rolls back).
+    failed_commit_changes_nothing = True
 
     def __init__(self, path, write, busy_timeout):
         self.path = path
@@ -89,13 +111,22 @@ class SqliteVerifierDb:
             raise _translate(exc, self.path) from exc
 
     def has_verifier_table(self):
-        """False on first boot (no table at all yet); DatabaseCorrupt for another program's database."""
-        names = {r[0] for r in self._run(lambda: self.conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall())}
-        if C.VERIFIER_TABLE in names:
-            return True
-        if names:
+        """False on first boot (no table at all yet); DatabaseCorrupt for another program's database.
+
+        Names compare as SQLite compares them, without regard to ASCII case."""
+        objects = self._run(lambda: self.conn.execute(
+            "SELECT type, lower(name) FROM sqlite_master WHERE type IN ('table', 'view')").fetchall())
+        for kind, name in objects:
+            if name == C.VERIFIER_TABLE.lower():
+                if kind != "table":
+                    raise DatabaseCorrupt("database %s is not a Keylime verifier database: %s is a %s, not a table"
+                                          % (self.path, C.VERIFIER_TABLE, kind))
+                return True
+        if any(kind == "table" for kind, _name in objects):
             raise DatabaseCorrupt("database %s is not a Keylime verifier database: it has tables but no %s"
+                                  % (self.path, C.VERIFIER_TABLE))
+        if objects:
+            raise DatabaseCorrupt("database %s is not a Keylime verifier database: it has views but no %s table"
                                   % (self.path, C.VERIFIER_TABLE))
         return False
 
@@ -125,8 +156,13 @@ class SqliteVerifierDb:
         self._run(self.conn.execute, "BEGIN IMMEDIATE" if self.write else "BEGIN")
         self._run(lambda: [self.conn.execute(s) for s in _SETUP_TEMP.split(";") if s.strip()])
 
-    def load_reset_state(self, entries):
-        self._run(self.conn.executemany, "INSERT INTO temp.reset_state VALUES (?, ?, ?, ?)", entries)
+    def load_reset_state(self, entries, path):
+        try:
+            self.conn.executemany("INSERT INTO temp.reset_state VALUES (?, ?, ?, ?)", entries)
+        except sqlite3.IntegrityError:
+            raise StateFileCorrupt("reset-state file %s lists an agent twice" % path) from None
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
 
     def failed_rows(self):
         """Every state-FAILED row with what the reset state remembers of it.
@@ -142,7 +178,21 @@ class SqliteVerifierDb:
             if not rows:
                 return
             for r in rows:
+                self._check_types(r)
                 yield r[:8] + ((r[8], r[9], r[10]) if r[8] is not None else None, r[11])
+
+    def _check_types(self, row):
+        """SQLite stores any type in any column; Keylime writes text ids and integer counts. A row
+        that is otherwise cannot be judged (or recorded in the state file): the run stops, the
+        same way in a dry run and a real one, naming the row."""
+        agent_id, count, last = row[0], row[6], row[7]
+        if not isinstance(agent_id, str):
+            raise DatabaseCorrupt("database %s has a FAILED row whose agent_id is not text: %s"
+                                  % (self.path, shown(agent_id)))
+        for column, value in (("attestation_count", count), ("last_successful_attestation", last)):
+            if value is not None and not isinstance(value, int):
+                raise DatabaseCorrupt("database %s: FAILED agent %s has a %s that is not an integer: %s"
+                                      % (self.path, shown(agent_id), column, shown(value)))
 
     def record_verdicts(self, verdict_rows):
         """Store (agent_id, verifier_id, ip, port, event, severity, count, last, verdict, resets, row_id) rows."""

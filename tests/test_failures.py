@@ -160,15 +160,70 @@ def test_state_write_failing_after_the_update_rolls_the_database_back(fleet):
     db = fleet(demo_fleet.rows())
     state_dir = os.path.dirname(db.state_file)
     os.makedirs(state_dir)
-    # The temporary file name this process would use is taken, so the atomic write fails (EEXIST).
+    # A directory where this process's temporary file would go: the atomic write cannot start.
     taken = os.path.join(state_dir, ".reset-state.jsonl.%d.tmp" % os.getpid())
-    open(taken, "w").close()
+    os.mkdir(taken)
     before = db.dump()
     result = run_reset(db.args)
     assert result.code == 73
-    assert only_error(result) == "cannot write reset-state file %s: File exists" % db.state_file
+    assert only_error(result) == "cannot write reset-state file %s: Is a directory" % db.state_file
     assert db.dump() == before
     assert sorted(os.listdir(state_dir)) == [os.path.basename(taken)]
+
+
+def test_a_temporary_file_left_by_a_killed_run_does_not_block_the_next(fleet):
+    """After a power cut the same pid comes back at boot: its leftover file is replaced, not an error."""
+    db = fleet(demo_fleet.rows())
+    state_dir = os.path.dirname(db.state_file)
+    os.makedirs(state_dir)
+    with open(os.path.join(state_dir, ".reset-state.jsonl.%d.tmp" % os.getpid()), "w") as handle:
+        handle.write('["half-written')
+    result = run_reset(db.args)
+    assert result.code == 0
+    assert result.syslog[-1][1].startswith("reset 2 agent(s) of verifier 'default'")
+    assert sorted(os.listdir(state_dir)) == ["reset-state.jsonl"]
+    with open(db.state_file) as handle:
+        assert handle.read().splitlines()[1:] == ['["agent-02-unreachable", 1, 17, 1764750000]',
+                                                  '["agent-03-unreachable-v", 1, 0, null]']
+
+
+@pytest.mark.parametrize("earlier_state", [False, True])
+def test_commit_refused_by_a_reader_leaves_the_state_file_as_it_was(fleet, earlier_state):
+    """A reader's lock makes the COMMIT wait, then fail (75): the database is unchanged, and the
+    state file must not count the resets that did not happen (else a few such boots would use up
+    the cap of agents that were never reset)."""
+    db = fleet([agent("a1", 7, NR)])
+    state_dir = os.path.dirname(db.state_file)
+    os.makedirs(state_dir)
+    if earlier_state:
+        assert run_reset(db.args).code == 0  # reset 1 of 3
+        conn = sqlite3.connect(db.path)
+        conn.execute("UPDATE verifiermain SET operational_state = 7")  # unreachable again
+        conn.commit()
+        conn.close()
+    with open(db.state_file, "rb") if earlier_state else open(os.devnull, "rb") as handle:
+        state_before = handle.read() if earlier_state else None
+    before = db.dump()
+    reader = sqlite3.connect(db.path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM verifiermain").fetchall()  # holds a shared lock
+    try:
+        result = run_reset(db.args + ["--busy-timeout", "0.3"])
+    finally:
+        reader.close()
+    assert result.code == 75
+    assert only_error(result) == "database %s is locked by another process (busy timeout exceeded)" % db.path
+    assert db.dump() == before
+    if earlier_state:
+        with open(db.state_file, "rb") as handle:
+            assert handle.read() == state_before
+        assert sorted(os.listdir(state_dir)) == ["reset-state.jsonl"]
+    else:
+        assert os.listdir(state_dir) == []
+    result = run_reset(db.args)  # the reader is gone: the reset counts from where it was
+    assert result.code == 0
+    assert result.syslog[0][1].endswith("reset %d of 3 without attestation" % (2 if earlier_state else 1))
+    assert db.states() == {"a1": 3}
 
 
 @pytest.mark.parametrize("argv, message", [

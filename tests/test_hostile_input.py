@@ -46,19 +46,63 @@ def test_closed_stdout_does_not_cut_the_audit_log(fleet):
     assert set(db.states().values()) == {3}
 
 
-@pytest.mark.parametrize("column, value", [("agent_id", b"bad\xff"), ("attestation_count", "abc")])
-def test_non_text_or_non_integer_values_are_65_and_leave_nothing(fleet, column, value):
+@pytest.mark.parametrize("column, value, message", [
+    ("agent_id", b"bad\xff", "database {path} has a FAILED row whose agent_id is not text: b'bad\\xff'"),
+    ("attestation_count", "abc",
+     "database {path}: FAILED agent odd has a attestation_count that is not an integer: abc"),
+    ("last_successful_attestation", 1.5,
+     "database {path}: FAILED agent odd has a last_successful_attestation that is not an integer: 1.5"),
+])
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_non_text_or_non_integer_values_are_65_and_leave_nothing(fleet, column, value, message, dry_run):
+    """The dry run and the real run agree: both stop at the row, name it, and change nothing."""
     db = fleet([agent("good", 7, NR), agent("odd", 7, NR)])
     conn = sqlite3.connect(db.path)
     conn.execute("UPDATE verifiermain SET %s = ? WHERE agent_id = 'odd'" % column, (value,))
     conn.commit()
     conn.close()
     before = db.dump()
+    result = run_reset(db.args + (["--dry-run"] if dry_run else []))
+    assert result.code == 65
+    assert result.syslog == [("error", message.format(path=db.path))]
+    assert db.dump() == before
+    assert not os.path.exists(db.state_file)
+
+
+def test_a_state_file_listing_an_agent_twice_is_65_and_says_so(fleet):
+    db = fleet([agent("a1", 7, NR)])
+    os.makedirs(os.path.dirname(db.state_file))
+    with open(db.state_file, "w") as handle:
+        handle.write('{"format": "keylime-reboot-fix reset state", "version": 1}\n'
+                     '["a1", 1, 0, null]\n["a1", 2, 0, null]\n')
+    before = db.dump()
     result = run_reset(db.args)
     assert result.code == 65
-    assert result.syslog[-1][1].startswith("verifier database has a FAILED row whose agent_id is not text")
+    assert result.syslog == [("error", "reset-state file %s lists an agent twice" % db.state_file)]
     assert db.dump() == before
-    assert os.listdir(os.path.dirname(db.state_file)) == []  # no temporary file left behind
+
+
+def test_a_value_that_reads_like_a_lock_or_a_log_line_is_data_not_a_lock(fleet):
+    """An undecodable agent_id whose text says "locked" and carries a line break: 65 (the data is
+    bad), not 75, and the error is one log line with the break escaped."""
+    db = fleet([agent("a1", 7, NR)])
+    conn = sqlite3.connect(db.path)
+    conn.execute("UPDATE verifiermain SET agent_id = CAST(? AS TEXT)",
+                 (b"database is locked\nkeylime-reset-failed: reset agent evil\xff",))
+    conn.commit()
+    conn.close()
+    with open(db.path, "rb") as handle:
+        before = handle.read()  # (the test's own dump() could not decode it either)
+    for args in (db.args, db.args + ["--dry-run"]):
+        result = run_reset(args)
+        assert result.code == 65
+        assert len(result.syslog) == 1 and result.syslog[0][0] == "error"
+        assert "\n" not in result.syslog[0][1] and "\\n" in result.syslog[0][1]
+        assert result.syslog[0][1].startswith("database %s is corrupt or not SQLite: Could not decode to UTF-8"
+                                              % db.path)
+        assert result.stderr.count("\n") == 1
+    with open(db.path, "rb") as handle:
+        assert handle.read() == before
 
 
 def test_control_characters_in_agent_ids_are_escaped_in_the_log(fleet):
@@ -149,3 +193,32 @@ def test_a_table_whose_rowid_is_not_its_row_identity_is_65_and_untouched(tmp_pat
     with open(path, "rb") as handle:
         assert handle.read() == before
     assert not os.path.exists(tmp_path / "s")
+
+
+@pytest.mark.parametrize("schema, why", [
+    ("CREATE VIEW verifiermain AS SELECT 'a1' AS agent_id", "verifiermain is a view, not a table"),
+    ("CREATE TABLE other (x); CREATE VIEW VerifierMain AS SELECT x FROM other",
+     "verifiermain is a view, not a table"),
+    ("CREATE TABLE other (x); CREATE VIEW v AS SELECT x FROM other", "it has tables but no verifiermain"),
+    ("CREATE VIEW v AS SELECT 1 AS x", "it has views but no verifiermain table"),
+])
+def test_a_view_is_neither_the_verifier_table_nor_a_first_boot(tmp_path, schema, why):
+    path = str(tmp_path / "cv_data.sqlite")
+    conn = sqlite3.connect(path)
+    conn.executescript(schema)
+    conn.close()
+    result = run_reset(["--db", path, "--state-file", str(tmp_path / "s"), "--dry-run"])
+    assert result.code == 65
+    assert result.syslog == [("error", "database %s is not a Keylime verifier database: %s" % (path, why))]
+
+
+def test_the_table_name_matches_in_any_case_as_in_sqlite(tmp_path):
+    """SQLite resolves VerifierMain and verifiermain to the same table; so does the reset."""
+    path = _keylime_schema_with(tmp_path, lambda schema: schema.replace(
+        'CREATE TABLE IF NOT EXISTS "verifiermain"', 'CREATE TABLE IF NOT EXISTS "VerifierMain"'))
+    result = run_reset(["--db", path, "--state-file", str(tmp_path / "s")])
+    assert result.code == 0
+    assert result.syslog[-1][1].startswith("reset 1 agent(s) of verifier 'default'")
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT agent_id, operational_state FROM verifiermain").fetchall() == [("a1", 3)]
+    conn.close()
