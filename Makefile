@@ -1,7 +1,7 @@
 # Entry points named in the README.
 .PHONY: demo check bench e2e e2e-real-verifier bench-fleet deb clean
 
-demo:   ## the reset on a built-in demo database: dry run, reset, table before and after
+demo:   ## the reset on a built-in demo database: table before, dry run, reset, table after
 	python3 tests/demo.py
 
 check:  ## the whole test suite (installs what it needs; .ci/run calls this)
