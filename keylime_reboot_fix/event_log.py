@@ -50,8 +50,7 @@ class EventLog:
     def _emit(self, level, message):
         # One event, one line, whatever a message quotes (an error text can carry a database
         # value): control characters are escaped here, where every line passes.
-        if not message.isprintable():
-            message = shown(message)
+        message = shown(message)
         if self._sink is None:
             self._sink = SyslogSink()
         self._sink(level, message)

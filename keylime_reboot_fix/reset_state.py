@@ -11,7 +11,7 @@ import os
 import stat
 
 from . import constants as C
-from .errors import DatabaseCorrupt, PermissionProblem, StateFileCorrupt, StateFileUnwritable
+from .errors import PermissionProblem, StateFileCorrupt, StateFileUnwritable
 
 HEADER = {"format": "keylime-reboot-fix reset state", "version": 1}
 
@@ -96,17 +96,6 @@ def format_entry(entry):
     return "[%s, %d, %s, %s]\n" % (_json_string(agent_id), resets, _json_count(count), _json_count(last))
 
 
-def _checked_line(entry):
-    """format_entry(), or DatabaseCorrupt naming the row whose values are not text and integers."""
-    agent_id, _resets, count, last = entry
-    if not isinstance(agent_id, str) or not all(v is None or (isinstance(v, int) and not isinstance(v, bool))
-                                                for v in (count, last)):
-        raise DatabaseCorrupt("verifier database has a FAILED row whose agent_id is not text or whose "
-                              "attestation_count / last_successful_attestation is not an integer: %r"
-                              % (agent_id,))
-    return format_entry(entry)
-
-
 class Replaced:
     """The previous reset-state file, kept under a second name until the commit is known.
 
@@ -130,10 +119,7 @@ class Replaced:
 
     def discard(self):
         if self.previous is not None:
-            try:
-                os.unlink(self.previous)
-            except OSError:
-                pass  # a leftover is harmless: the next run replaces it first
+            _remove_quietly(self.previous)  # a leftover is harmless: the next run replaces it first
 
 
 def _fsync_dir(directory):
@@ -142,6 +128,13 @@ def _fsync_dir(directory):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _unlink_stale(path):
@@ -189,7 +182,7 @@ def write_entries(path, entries):
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(HEADER_LINE)
             for entry in entries:
-                handle.write(_checked_line(entry))
+                handle.write(format_entry(entry))
             handle.flush()
             os.fsync(handle.fileno())
         kept = _keep_previous(path, previous)
@@ -197,10 +190,7 @@ def write_entries(path, entries):
     except BaseException as exc:
         for leftover in (tmp, kept):
             if leftover is not None:
-                try:
-                    os.unlink(leftover)
-                except OSError:
-                    pass
+                _remove_quietly(leftover)
         if isinstance(exc, OSError):
             raise StateFileUnwritable("cannot write reset-state file %s: %s" % (path, exc.strerror)) from exc
         raise

@@ -172,14 +172,9 @@ class SqliteVerifierDb:
         last_successful_attestation) or None, and row_id the row's rowid, which comes back with
         the verdict (record_verdicts) so that reset() can find the row without the agent_id index.
         """
-        cursor = self._run(self.conn.execute, _FAILED_ROWS)
-        while True:
-            rows = self._run(cursor.fetchmany, FETCH)
-            if not rows:
-                return
-            for r in rows:
-                self._check_types(r)
-                yield r[:8] + ((r[8], r[9], r[10]) if r[8] is not None else None, r[11])
+        for r in self._iterate(self._run(self.conn.execute, _FAILED_ROWS)):
+            self._check_types(r)
+            yield r[:8] + ((r[8], r[9], r[10]) if r[8] is not None else None, r[11])
 
     def _check_types(self, row):
         """SQLite stores any type in any column; Keylime writes text ids and integer counts. A row
