@@ -9,6 +9,7 @@ import pytest
 
 from tests import demo_fleet
 from tests.conftest import ROOT, run_reset
+from tests.support import verifier_db
 from tests.support.verifier_db import agent
 
 NR = "internal.verifier.not_reachable"
@@ -138,31 +139,13 @@ def test_a_path_beginning_with_two_slashes_is_a_path(fleet):
     assert db.states()["agent-02-unreachable"] == 3
 
 
-def test_another_programs_database_is_not_a_first_boot(tmp_path):
-    path = str(tmp_path / "cv_data.sqlite")
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE foo (x)")
-    conn.commit()
-    conn.close()
-    result = run_reset(["--db", path, "--state-file", str(tmp_path / "s")])
-    assert result.code == 65
-    assert result.syslog == [("error", "database %s is not a Keylime verifier database: it has tables but no "
-                                       "verifiermain" % path)]
-
-
 def _keylime_schema_with(tmp_path, change):
     """Keylime 7.14.3's schema with the verifiermain definition changed, and one unreachable row."""
-    with open(os.path.join(ROOT, "tests", "data", "verifier-schema-keylime-7.14.3.sql")) as handle:
-        schema = handle.read()
-    schema = change(schema)
-    path = str(tmp_path / "cv_data.sqlite")
-    conn = sqlite3.connect(path)
-    conn.executescript(schema)
-    conn.execute("INSERT INTO verifiermain (agent_id, verifier_id, operational_state, last_event_id) "
-                 "VALUES ('a1', 'default', 7, ?)", (NR,))
-    conn.commit()
-    conn.close()
-    return path
+    with open(verifier_db.SCHEMA, encoding="utf-8") as handle:
+        schema = change(handle.read())
+    changed = tmp_path / "schema.sql"
+    changed.write_text(schema, encoding="utf-8")
+    return verifier_db.create(str(tmp_path / "cv_data.sqlite"), [agent("a1", 7, NR)], schema=str(changed))
 
 
 def _without_rowid(schema):
@@ -196,18 +179,20 @@ def test_a_table_whose_rowid_is_not_its_row_identity_is_65_and_untouched(tmp_pat
 
 
 @pytest.mark.parametrize("schema, why", [
+    ("CREATE TABLE foo (x)", "it has tables but no verifiermain"),
     ("CREATE VIEW verifiermain AS SELECT 'a1' AS agent_id", "verifiermain is a view, not a table"),
     ("CREATE TABLE other (x); CREATE VIEW VerifierMain AS SELECT x FROM other",
      "verifiermain is a view, not a table"),
     ("CREATE TABLE other (x); CREATE VIEW v AS SELECT x FROM other", "it has tables but no verifiermain"),
     ("CREATE VIEW v AS SELECT 1 AS x", "it has views but no verifiermain table"),
 ])
-def test_a_view_is_neither_the_verifier_table_nor_a_first_boot(tmp_path, schema, why):
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_another_programs_database_or_a_view_is_not_a_first_boot(tmp_path, schema, why, dry_run):
     path = str(tmp_path / "cv_data.sqlite")
     conn = sqlite3.connect(path)
     conn.executescript(schema)
     conn.close()
-    result = run_reset(["--db", path, "--state-file", str(tmp_path / "s"), "--dry-run"])
+    result = run_reset(["--db", path, "--state-file", str(tmp_path / "s")] + (["--dry-run"] if dry_run else []))
     assert result.code == 65
     assert result.syslog == [("error", "database %s is not a Keylime verifier database: %s" % (path, why))]
 
