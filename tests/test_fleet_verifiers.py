@@ -59,6 +59,16 @@ def test_two_real_verifiers_share_postgresql_and_each_reset_touches_only_its_age
                    and all(s == 7 for a, s in v.states().items() if a in agents), WAIT,
                    "FAILED of %s" % ", ".join(agents))
 
+    def run_until_each_fails_its_own():
+        """Fresh stand-ins, both verifiers started, each left to fail its own unreachable agents."""
+        listen()
+        for v in (va, vb):
+            v.start(timeout=WAIT)
+        for uuid, v in verifiers.items():
+            wait_failed(v, AGENTS[uuid])
+        for v in (va, vb):
+            v.stop()
+
     try:
         # Keylime's migrations create the tables (first verifier), then the agents of both.
         va.start(timeout=WAIT)
@@ -70,13 +80,7 @@ def test_two_real_verifiers_share_postgresql_and_each_reset_touches_only_its_age
             for uuid, agents in AGENTS.items() for agent in agents])
 
         # 1. Both verifiers run; each fails its own unreachable agents.
-        listen()
-        for v in (va, vb):
-            v.start(timeout=WAIT)
-        for uuid, v in verifiers.items():
-            wait_failed(v, AGENTS[uuid])
-        for v in (va, vb):
-            v.stop()
+        run_until_each_fails_its_own()
         for uuid, v in verifiers.items():
             log = v.log()
             assert [a for a in ALL if not_reachable_line(a) in log] == list(AGENTS[uuid])
@@ -112,14 +116,8 @@ def test_two_real_verifiers_share_postgresql_and_each_reset_touches_only_its_age
         assert va.states() == {agent: 3 for agent in ALL}
 
         # 3. Both verifiers restarted: each polls exactly its own agents again.
-        listen()
         restart = time.time()
-        for v in (va, vb):
-            v.start(timeout=WAIT)
-        for uuid, v in verifiers.items():
-            wait_failed(v, AGENTS[uuid])
-        for v in (va, vb):
-            v.stop()
+        run_until_each_fails_its_own()
         seen = {agent: [t for t, line in listeners[agent].seen() if line.startswith("GET /v2.1/quotes/integrity")]
                 for agent in ALL}
         assert {a: len(s) for a, s in seen.items()} == {a: MAX_RETRIES + 1 for a in ALL}
